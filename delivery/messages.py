@@ -1,0 +1,113 @@
+"""The messages on our topics: typed dataclasses, and their JSON encoding (schema version 1).
+
+Handlers receive these, never Kafka records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+class InvalidPayload(ValueError):
+    """A record that is not a message of ours: not JSON, missing fields, unknown version, too large."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationTask:
+    """Deliver one notification to one recipient (topic notifications.send, keyed by recipient).
+
+    A user-to-user task carries its content; a campaign task carries only the campaign id, and the
+    worker reads the content from the campaign (a million tasks need not carry a million bodies).
+    """
+
+    notification_id: str
+    recipient: str
+    campaign_id: int | None = None
+    kind: str = ""
+    sender: str = ""
+    message: str = ""
+    data: dict = field(default_factory=dict)
+    created_at: str = ""  # ISO 8601, when the API accepted it (user-to-user tasks)
+
+    def encode(self) -> bytes:
+        if self.campaign_id is not None:
+            body = {"v": SCHEMA_VERSION, "id": self.notification_id, "recipient": self.recipient, "campaign": self.campaign_id}
+        else:
+            body = {
+                "v": SCHEMA_VERSION,
+                "id": self.notification_id,
+                "recipient": self.recipient,
+                "kind": self.kind,
+                "sender": self.sender,
+                "message": self.message,
+                "data": self.data,
+                "created_at": self.created_at,
+            }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> NotificationTask:
+        body = _decode_json_object(raw)
+        try:
+            notification_id, recipient = body["id"], body["recipient"]
+            if not (isinstance(notification_id, str) and notification_id and isinstance(recipient, str) and recipient):
+                raise InvalidPayload("id and recipient must be non-empty strings")
+            if "campaign" in body:
+                campaign_id = body["campaign"]
+                if not isinstance(campaign_id, int) or isinstance(campaign_id, bool):
+                    raise InvalidPayload("campaign must be an integer")
+                return cls(notification_id=notification_id, recipient=recipient, campaign_id=campaign_id)
+            task = cls(
+                notification_id=notification_id,
+                recipient=recipient,
+                kind=body["kind"],
+                sender=body.get("sender", ""),
+                message=body["message"],
+                data=body.get("data") or {},
+                created_at=body["created_at"],
+            )
+        except KeyError as exc:
+            raise InvalidPayload(f"missing field {exc.args[0]!r}") from None
+        if not all(isinstance(v, str) for v in (task.kind, task.sender, task.message, task.created_at)):
+            raise InvalidPayload("kind, sender, message and created_at must be strings")
+        if not isinstance(task.data, dict):
+            raise InvalidPayload("data must be an object")
+        return task
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignCreated:
+    """A campaign was created: fan it out (topic offers.created, keyed by campaign id)."""
+
+    campaign_id: int
+
+    def encode(self) -> bytes:
+        return json.dumps({"v": SCHEMA_VERSION, "type": "CampaignCreated", "campaign": self.campaign_id}).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> CampaignCreated:
+        body = _decode_json_object(raw)
+        campaign_id = body.get("campaign")
+        if body.get("type") != "CampaignCreated" or not isinstance(campaign_id, int) or isinstance(campaign_id, bool):
+            raise InvalidPayload("not a CampaignCreated event with an integer campaign id")
+        return cls(campaign_id=campaign_id)
+
+
+def _decode_json_object(raw: bytes | None) -> dict:
+    if raw is None:
+        raise InvalidPayload("empty record")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise InvalidPayload(f"record of {len(raw)} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidPayload(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidPayload("not a JSON object")
+    if body.get("v") != SCHEMA_VERSION:
+        raise InvalidPayload(f"unknown schema version {body.get('v')!r}")
+    return body

@@ -1,0 +1,45 @@
+from rest_framework import serializers
+
+from inbox.models import USER_TO_USER_KINDS, Notification
+from notifications_project.fields import ChoiceWithListField, DataField, RecipientIdField
+
+MESSAGE_MAX_LENGTH = 2000
+
+
+class NotificationSendInput(serializers.Serializer):
+    sender = RecipientIdField(help_text="The product user id of who caused the notification.")
+    recipient = RecipientIdField(help_text="The product user id of who receives it.")
+    kind = ChoiceWithListField(choices=[k.value for k in USER_TO_USER_KINDS])
+    message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
+    data = DataField(required=False, default=dict)
+
+    def validate(self, attrs):
+        if attrs["sender"] == attrs["recipient"]:
+            raise serializers.ValidationError({"recipient": ["Must differ from sender."]})
+        return attrs
+
+
+class SeedSendInput(serializers.Serializer):
+    """The first seed's POST /send: fromID, toID, message (form-encoded or JSON)."""
+
+    fromID = RecipientIdField()
+    toID = RecipientIdField()
+    message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
+
+    def validate(self, attrs):
+        if attrs["fromID"] == attrs["toID"]:
+            raise serializers.ValidationError({"toID": ["Must differ from fromID."]})
+        return attrs
+
+
+class NotificationAcceptedOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="The notification's id; its inbox item carries the same id.")
+    status = serializers.CharField(default="accepted")
+
+
+class NotificationOutput(serializers.ModelSerializer):
+    id = serializers.CharField(source="notification_id")
+
+    class Meta:
+        model = Notification
+        fields = ["id", "kind", "sender", "title", "message", "data", "campaign", "created_at", "delivered_at"]

@@ -1,0 +1,22 @@
+from django.conf import settings
+from django.http import JsonResponse
+
+
+class RequestBodyLimitMiddleware:
+    """Refuse bodies over REQUEST_BODY_MAX_BYTES before anything reads them.
+
+    DRF's JSON parser reads the raw stream and so never meets Django's DATA_UPLOAD_MAX_MEMORY_SIZE.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        limit = settings.REQUEST_BODY_MAX_BYTES
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return JsonResponse({"detail": "Content-Length is not a number."}, status=400)
+        if length > limit:
+            return JsonResponse({"detail": f"Request body is {length} bytes; the limit is {limit} bytes."}, status=400)
+        return self.get_response(request)

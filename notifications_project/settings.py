@@ -1,0 +1,183 @@
+"""Settings, read from the environment in this one place (defaults documented in .env.example).
+
+A missing or malformed variable stops the process with one line naming it, not a traceback.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")  # existing environment variables win over the file
+
+
+def _setting(name: str, cast, default=environ.Env.NOTSET, check=None):
+    """Read one variable; on any problem exit with a one-line message that names it."""
+    try:
+        if name not in env.ENVIRON and default is environ.Env.NOTSET:
+            raise SystemExit(f"Configuration error: {name} is not set (see .env.example).")
+        value = cast(name, default=default)
+    except SystemExit:
+        raise
+    except Exception as exc:  # django-environ raises several kinds for bad values
+        raise SystemExit(f"Configuration error: {name}={env.ENVIRON.get(name)!r} is malformed ({exc}).") from None
+    if check is not None and not check(value):
+        raise SystemExit(f"Configuration error: {name}={value!r} is out of range.")
+    return value
+
+
+def _strict_bool(name: str, default):
+    raw = env.ENVIRON.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.strip().lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive(value) -> bool:
+    return value > 0
+
+
+DEBUG = _setting("DEBUG", _strict_bool, default=False)
+SECRET_KEY = _setting("SECRET_KEY", env.str, check=lambda v: len(v) >= 16)
+ALLOWED_HOSTS = _setting("ALLOWED_HOSTS", env.list, default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = _setting("CSRF_TRUSTED_ORIGINS", env.list, default=[])
+
+# SQLite when DATABASE_URL is unset: the zero-setup development default. Tests and production use PostgreSQL.
+DATABASES = {
+    "default": _setting("DATABASE_URL", env.db_url, default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = _setting("DATABASE_CONN_MAX_AGE", env.int, default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (API, relay, dispatcher, worker) share the file: WAL and a write lock taken up front.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+
+# --- Kafka ---------------------------------------------------------------------------------------
+KAFKA_BOOTSTRAP_SERVERS = _setting("KAFKA_BOOTSTRAP_SERVERS", env.list, default=["127.0.0.1:9092"])
+# Prefixes every topic and consumer group, so test runs and parallel stacks never share them.
+KAFKA_TOPIC_PREFIX = _setting("KAFKA_TOPIC_PREFIX", env.str, default="")
+KAFKA_PARTITIONS = _setting("KAFKA_PARTITIONS", env.int, default=12, check=_positive)
+KAFKA_REPLICATION_FACTOR = _setting("KAFKA_REPLICATION_FACTOR", env.int, default=1, check=_positive)
+# Kafka's minimum session timeout: a group's first join waits about half of it on some brokers.
+KAFKA_SESSION_TIMEOUT_MS = _setting("KAFKA_SESSION_TIMEOUT_MS", env.int, default=6000, check=_positive)
+KAFKA_HEARTBEAT_INTERVAL_MS = _setting("KAFKA_HEARTBEAT_INTERVAL_MS", env.int, default=1000, check=_positive)
+# A waiting fetch is not woken by new data on every broker: keep the wait short (low latency).
+KAFKA_FETCH_MAX_WAIT_MS = _setting("KAFKA_FETCH_MAX_WAIT_MS", env.int, default=5, check=_positive)
+KAFKA_PRODUCER_LINGER_MS = _setting("KAFKA_PRODUCER_LINGER_MS", env.int, default=5, check=lambda v: v >= 0)
+KAFKA_PRODUCER_BATCH_BYTES = _setting("KAFKA_PRODUCER_BATCH_BYTES", env.int, default=512 * 1024, check=_positive)
+
+WORKER_BATCH_SIZE = _setting("WORKER_BATCH_SIZE", env.int, default=2000, check=_positive)
+DISPATCHER_PAGE_SIZE = _setting("DISPATCHER_PAGE_SIZE", env.int, default=5000, check=_positive)
+RELAY_BATCH_SIZE = _setting("RELAY_BATCH_SIZE", env.int, default=1000, check=_positive)
+
+# --- Django --------------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "notifications_project",
+    "inbox",
+    "campaigns",
+    "delivery",
+]
+
+MIDDLEWARE = [
+    "notifications_project.middleware.RequestBodyLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "notifications_project.urls"
+WSGI_APPLICATION = "notifications_project.wsgi.application"
+ASGI_APPLICATION = "notifications_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Every API body is capped (the middleware answers 400 with a JSON message above it).
+REQUEST_BODY_MAX_BYTES = 64 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["notifications_project.permissions.IsServiceClientOrStaff"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Notification backend API",
+    "DESCRIPTION": "Send user-to-user notifications and campaigns; read each recipient's inbox.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+
+LOG_LEVEL = _setting("LOG_LEVEL", env.str, default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "delivery": {"level": LOG_LEVEL},
+        "campaigns": {"level": LOG_LEVEL},
+        "inbox": {"level": LOG_LEVEL},
+        "kafka": {"level": "WARNING"},
+    },
+}

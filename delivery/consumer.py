@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
@@ -51,6 +52,20 @@ class StopFlag:
         signal.signal(signal.SIGINT, self.set)
 
 
+class Heartbeat:
+    """Touches a file at most once a second while the loop is alive (container healthchecks read its age)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self._last = 0.0
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if self.path is not None and now - self._last >= 1.0:
+            self.path.touch()
+            self._last = now
+
+
 class BatchConsumer(Generic[M]):
     def __init__(
         self,
@@ -62,11 +77,13 @@ class BatchConsumer(Generic[M]):
         handle_batch: Callable[[list[M]], object],
         max_poll_records: int,
         stop: StopFlag,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.name = name
         self.decode = decode
         self.handle_batch = handle_batch
         self.stop = stop
+        self.heartbeat = heartbeat or Heartbeat(None)
         self.consumer = broker.consumer_create(
             logical_topics=logical_topics, logical_group=logical_group, max_poll_records=max_poll_records
         )
@@ -80,6 +97,7 @@ class BatchConsumer(Generic[M]):
         logged_records = 0
         try:
             while not self.stop.is_set():
+                self.heartbeat.beat()
                 batches = self.consumer.poll(timeout_ms=500)
                 if batches:
                     self._process(batches)

@@ -10,7 +10,8 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")  # existing environment variables win over the file
+# Existing environment variables win over the file; ENV_FILE names another file (/dev/null: none).
+environ.Env.read_env(env.str("ENV_FILE", default=str(BASE_DIR / ".env")))
 
 
 def _setting(name: str, cast, default=environ.Env.NOTSET, check=None):
@@ -24,7 +25,7 @@ def _setting(name: str, cast, default=environ.Env.NOTSET, check=None):
     except Exception as exc:  # django-environ raises several kinds for bad values
         raise SystemExit(f"Configuration error: {name}={env.ENVIRON.get(name)!r} is malformed ({exc}).") from None
     if check is not None and not check(value):
-        raise SystemExit(f"Configuration error: {name}={value!r} is out of range.")
+        raise SystemExit(f"Configuration error: {name}={env.ENVIRON.get(name)!r} is not an accepted value.")
     return value
 
 
@@ -49,8 +50,14 @@ ALLOWED_HOSTS = _setting("ALLOWED_HOSTS", env.list, default=["localhost", "127.0
 CSRF_TRUSTED_ORIGINS = _setting("CSRF_TRUSTED_ORIGINS", env.list, default=[])
 
 # SQLite when DATABASE_URL is unset: the zero-setup development default. Tests and production use PostgreSQL.
+SUPPORTED_DATABASE_ENGINES = {"django.db.backends.postgresql", "django.db.backends.sqlite3"}
 DATABASES = {
-    "default": _setting("DATABASE_URL", env.db_url, default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+    "default": _setting(
+        "DATABASE_URL",
+        env.db_url,
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        check=lambda db: db["ENGINE"] in SUPPORTED_DATABASE_ENGINES,  # postgres://... or sqlite:///...
+    ),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = _setting("DATABASE_CONN_MAX_AGE", env.int, default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -101,6 +108,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "notifications_project.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -154,6 +162,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -163,6 +172,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Send user-to-user notifications and campaigns; read each recipient's inbox.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["notifications_project.permissions.IsServiceClientOrStaff"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }

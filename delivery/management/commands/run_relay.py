@@ -6,7 +6,7 @@ from django.db import InterfaceError, OperationalError, connection
 from kafka.errors import KafkaError
 
 from delivery import broker
-from delivery.consumer import StopFlag
+from delivery.consumer import Heartbeat, StopFlag
 from delivery.outbox import OutboxRelay
 
 logger = logging.getLogger("delivery.relay")
@@ -15,17 +15,22 @@ logger = logging.getLogger("delivery.relay")
 class Command(BaseCommand):
     help = "Publish the API's outbox to Kafka (run exactly one per stack: it keeps each key's order)."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--heartbeat-file", help="touched every second while alive (for healthchecks)")
+
+    def handle(self, *args, heartbeat_file: str | None, **options):
         broker.topics_ensure()
         stop = StopFlag()
         stop.install_signal_handlers()
         relay = OutboxRelay()
+        heartbeat = Heartbeat(heartbeat_file)
         published = 0
         last_log = time.monotonic()
         delay = 0.5
         logger.info("relay: publishing the outbox to %s", ", ".join(broker.topic_name(t) for t in broker.ALL_TOPICS))
         try:
             while not stop.is_set():
+                heartbeat.beat()
                 try:
                     relay.wait_for_events(timeout=1.0)
                     while not stop.is_set() and (count := relay.publish_pending()):

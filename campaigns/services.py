@@ -1,10 +1,116 @@
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
+from campaigns import selectors
 from campaigns.models import Campaign, CampaignStatus
+from campaigns.segments import Segment, segment_parse
+from delivery import broker
+from delivery.messages import CampaignCreated, NotificationTask
+from delivery.outbox import outbox_enqueue
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 2.0
+
+
+class CampaignConflict(Exception):
+    """The campaign's status does not allow the change."""
+
+
+class FanOutInterrupted(Exception):
+    """The dispatcher was asked to stop mid-fan-out; the event stays uncommitted and is redone."""
+
+
+def campaign_create(*, title: str, body: str, kind: str, segment: Segment, data: dict) -> Campaign:
+    """Store a campaign and, in the same transaction, queue its CampaignCreated event."""
+    with transaction.atomic():
+        campaign = Campaign.objects.create(title=title, body=body, kind=kind, segment=segment.to_json(), data=data)
+        outbox_enqueue(topic=broker.OFFERS_CREATED, key=str(campaign.id), payload=CampaignCreated(campaign.id).encode())
+    return campaign
+
+
+def campaign_cancel(*, campaign: Campaign) -> Campaign:
+    """No further deliveries: the dispatcher stops producing and the worker skips its tasks."""
+    cancelled = Campaign.objects.filter(
+        id=campaign.id, status__in=[CampaignStatus.QUEUED, CampaignStatus.DISPATCHING, CampaignStatus.DISPATCHED]
+    ).update(status=CampaignStatus.CANCELLED, cancelled_at=timezone.now())
+    campaign.refresh_from_db()
+    if not cancelled and campaign.status != CampaignStatus.CANCELLED:
+        raise CampaignConflict(f"Campaign {campaign.id} is {campaign.status}; only an unfinished campaign can be cancelled.")
+    return campaign
+
+
+def campaign_dispatch(
+    *,
+    campaign_id: int,
+    publish: Callable[[NotificationTask], None],
+    flush: Callable[[], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Fan a campaign out: one task per recipient of its segment, keyed by recipient, with the
+    deterministic id "<campaign id>:<recipient id>". Returns how many were produced.
+
+    Idempotent: an event seen again for a campaign already dispatched does nothing; a fan-out
+    interrupted half-way is redone from the start, and the worker's ledger drops the repeats.
+    """
+    campaign = Campaign.objects.filter(id=campaign_id).first()
+    if campaign is None or campaign.status not in (CampaignStatus.QUEUED, CampaignStatus.DISPATCHING):
+        logger.info("dispatcher: campaign %s is %s; nothing to do", campaign_id, campaign.status if campaign else "missing")
+        return 0
+    Campaign.objects.filter(id=campaign_id, status=CampaignStatus.QUEUED).update(status=CampaignStatus.DISPATCHING)
+    segment = segment_parse(campaign.segment)
+
+    started = last_report = time.monotonic()
+    produced = 0
+    for page in selectors.recipient_ids_for_segment(segment=segment, page_size=settings.DISPATCHER_PAGE_SIZE):
+        for external_id in page:
+            publish(NotificationTask(notification_id=f"{campaign_id}:{external_id}", recipient=external_id, campaign_id=campaign_id))
+        produced += len(page)
+        if should_stop():
+            raise FanOutInterrupted(f"campaign {campaign_id}: stopped after {produced} tasks; the fan-out will be redone")
+        if time.monotonic() - last_report >= PROGRESS_SECONDS:
+            last_report = time.monotonic()
+            if _campaign_targeted_update(campaign_id=campaign_id, targeted=produced) == 0:
+                logger.info("dispatcher: campaign %s was cancelled after %d tasks; stopping its fan-out", campaign_id, produced)
+                break
+            logger.info(
+                "dispatcher: campaign %s: %d recipients dispatched, %.0f/s",
+                campaign_id, produced, produced / (last_report - started),
+            )
+    flush()
+    _campaign_dispatched(campaign_id=campaign_id, targeted=produced)
+    elapsed = time.monotonic() - started
+    logger.info(
+        "dispatcher: campaign %s dispatched to %d recipients in %.1f s (%.0f/s)",
+        campaign_id, produced, elapsed, produced / elapsed if elapsed else 0,
+    )
+    return produced
+
+
+def _campaign_targeted_update(*, campaign_id: int, targeted: int) -> int:
+    """Keep `targeted` current during a long fan-out; returns 0 if the campaign is no longer dispatching."""
+    return Campaign.objects.filter(id=campaign_id, status=CampaignStatus.DISPATCHING).update(targeted=targeted)
+
+
+def _campaign_dispatched(*, campaign_id: int, targeted: int) -> None:
+    """Every task is acknowledged: record the final count, completing at once if the worker is done."""
+    now = timezone.now()
+    done = Q(GreaterThanOrEqual(F("delivered") + F("skipped") + F("failed"), targeted))
+    Campaign.objects.filter(id=campaign_id, status=CampaignStatus.DISPATCHING).update(
+        targeted=targeted,
+        dispatched_at=now,
+        status=Case(When(done, then=Value(CampaignStatus.COMPLETED)), default=Value(CampaignStatus.DISPATCHED)),
+        completed_at=Case(When(done, then=Value(now)), default=None),
+    )
 
 
 def campaign_progress_add(*, campaign_id: int, delivered: int = 0, skipped: int = 0, failed: int = 0) -> None:

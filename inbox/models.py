@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 
@@ -20,6 +21,18 @@ RECIPIENT_ID_MAX_LENGTH = 128
 RECIPIENT_ID_REGEX = r"^[^\s/]{1,128}$"
 
 
+class RecipientQuerySet(models.QuerySet):
+    def with_attribute(self, name: str, value) -> "RecipientQuerySet":
+        """Recipients whose attributes[name] equals value (JSON equality: "5" is not 5).
+
+        The key goes through KeyTransform, never into a lookup string, so no name can become a lookup.
+        """
+        return self.alias(_attribute=KeyTransform(name, "attributes")).filter(_attribute=value)
+
+    def with_attribute_in(self, name: str, values: list) -> "RecipientQuerySet":
+        return self.alias(_attribute=KeyTransform(name, "attributes")).filter(_attribute__in=values)
+
+
 class Recipient(models.Model):
     """A user of the product that notifications are sent to, keyed by the product's own user id."""
 
@@ -29,6 +42,8 @@ class Recipient(models.Model):
     attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RecipientQuerySet.as_manager()
 
     def __str__(self) -> str:
         return self.external_id

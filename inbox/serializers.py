@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from inbox.models import USER_TO_USER_KINDS, Notification
+from inbox.models import USER_TO_USER_KINDS, Notification, Recipient
 from notifications_project.fields import ChoiceWithListField, DataField, RecipientIdField
 
 MESSAGE_MAX_LENGTH = 2000
@@ -43,3 +43,32 @@ class NotificationOutput(serializers.ModelSerializer):
     class Meta:
         model = Notification
         fields = ["id", "kind", "sender", "title", "message", "data", "campaign", "created_at", "delivered_at"]
+
+
+RECIPIENTS_PER_REQUEST_MAX = 10_000
+
+
+class RecipientInput(serializers.Serializer):
+    id = RecipientIdField(help_text="The product's user id.")
+    email = serializers.EmailField(required=False, allow_blank=True)
+    locale = serializers.CharField(max_length=16, required=False, allow_blank=True)
+    attributes = DataField(required=False, help_text="Free-form JSON object used by ATTRIBUTE segments.")
+
+
+class RecipientUpdateInput(serializers.Serializer):
+    email = serializers.EmailField(required=False, allow_blank=True)
+    locale = serializers.CharField(max_length=16, required=False, allow_blank=True)
+    attributes = DataField(required=False, help_text="Replaces the recipient's attributes.")
+
+
+class RecipientUpsertOutput(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+
+
+class RecipientOutput(serializers.ModelSerializer):
+    id = serializers.CharField(source="external_id")
+
+    class Meta:
+        model = Recipient
+        fields = ["id", "email", "locale", "attributes", "created_at", "updated_at"]

@@ -1,12 +1,24 @@
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import status, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inbox import selectors, services
 from inbox.models import NotificationKind
-from inbox.serializers import NotificationAcceptedOutput, NotificationOutput, NotificationSendInput, SeedSendInput
+from inbox.serializers import (
+    RECIPIENTS_PER_REQUEST_MAX,
+    NotificationAcceptedOutput,
+    NotificationOutput,
+    NotificationSendInput,
+    RecipientInput,
+    RecipientOutput,
+    RecipientUpdateInput,
+    RecipientUpsertOutput,
+    SeedSendInput,
+)
 from notifications_project.api import NewestFirstCursorPagination
 
 
@@ -46,3 +58,56 @@ class RecipientNotificationListView(ListAPIView):
 
     def get_queryset(self):
         return selectors.notification_list(recipient_external_id=self.kwargs["recipient_id"])
+
+
+class RecipientViewSet(viewsets.GenericViewSet):
+    """The recipient directory, keyed by the product's user id.
+
+    List filters: `email`, `locale`, and `attributes.<name>=<value>` (string values).
+    """
+
+    serializer_class = RecipientOutput
+    pagination_class = NewestFirstCursorPagination
+    lookup_field = "external_id"
+    lookup_url_kwarg = "recipient_id"
+    lookup_value_regex = r"[^/]+"
+    max_body_bytes = settings.RECIPIENT_UPSERT_MAX_BYTES
+
+    def get_queryset(self):
+        params = self.request.query_params
+        attributes = {k.removeprefix("attributes."): v for k, v in params.items() if k.startswith("attributes.")}
+        return selectors.recipient_list(email=params.get("email"), locale=params.get("locale"), attributes=attributes)
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(RecipientOutput(page, many=True).data)
+
+    def retrieve(self, request, recipient_id=None):
+        return Response(RecipientOutput(self.get_object()).data)
+
+    @extend_schema(
+        request=RecipientInput(many=True),
+        responses={200: RecipientUpsertOutput},
+        description=f"Upsert one recipient (an object) or up to {RECIPIENTS_PER_REQUEST_MAX} (a list).",
+    )
+    def create(self, request):
+        many = isinstance(request.data, list)
+        if many and len(request.data) > RECIPIENTS_PER_REQUEST_MAX:
+            raise ValidationError({"non_field_errors": [f"At most {RECIPIENTS_PER_REQUEST_MAX} recipients per request."]})
+        serializer = RecipientInput(data=request.data, many=many)
+        serializer.is_valid(raise_exception=True)
+        entries = serializer.validated_data if many else [serializer.validated_data]
+        created, updated = services.recipients_upsert(recipients=entries)
+        return Response(RecipientUpsertOutput({"created": created, "updated": updated}).data)
+
+    @extend_schema(request=RecipientUpdateInput, responses={200: RecipientOutput})
+    def partial_update(self, request, recipient_id=None):
+        serializer = RecipientUpdateInput(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        recipient = services.recipient_update(recipient=self.get_object(), **serializer.validated_data)
+        return Response(RecipientOutput(recipient).data)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, recipient_id=None):
+        services.recipient_delete(recipient=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

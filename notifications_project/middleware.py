@@ -3,7 +3,8 @@ from django.http import JsonResponse
 
 
 class RequestBodyLimitMiddleware:
-    """Refuse bodies over REQUEST_BODY_MAX_BYTES before anything reads them.
+    """Refuse bodies over the limit before anything reads them: REQUEST_BODY_MAX_BYTES, or a view's
+    own `max_body_bytes` (the recipient directory's bulk upsert takes larger bodies).
 
     DRF's JSON parser reads the raw stream and so never meets Django's DATA_UPLOAD_MAX_MEMORY_SIZE.
     """
@@ -12,11 +13,15 @@ class RequestBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        limit = settings.REQUEST_BODY_MAX_BYTES
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        view_class = getattr(view_func, "cls", None) or getattr(view_func, "view_class", None)
+        limit = getattr(view_class, "max_body_bytes", settings.REQUEST_BODY_MAX_BYTES)
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return JsonResponse({"detail": "Content-Length is not a number."}, status=400)
         if length > limit:
             return JsonResponse({"detail": f"Request body is {length} bytes; the limit is {limit} bytes."}, status=400)
-        return self.get_response(request)
+        return None

@@ -149,9 +149,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Every API body is capped (the middleware answers 400 with a JSON message above it).
+# Every API body is capped (the middleware answers 400 with a JSON message above it); a view may
+# allow more with `max_body_bytes` (the recipients' bulk upsert: 10,000 entries).
 REQUEST_BODY_MAX_BYTES = 64 * 1024
-DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+RECIPIENT_UPSERT_MAX_BYTES = 16 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = RECIPIENT_UPSERT_MAX_BYTES
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from campaigns import views as campaign_views
 from inbox import views as inbox_views
 from notifications_project.api import api_not_found, healthz
 
@@ -12,8 +13,10 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/", include("inbox.urls")),
+    path("api/v1/", include("campaigns.urls")),
     re_path(r"^api/", api_not_found),
     # The seeds' routes, so their curl lines work as they are (plus the Authorization header).
     path("send", inbox_views.SeedSendView.as_view(), name="seed-send"),
     path("notifications/<str:recipient_id>", inbox_views.RecipientNotificationListView.as_view(), name="seed-notifications"),
+    path("offers", campaign_views.SeedOfferView.as_view(), name="seed-offers"),
 ]

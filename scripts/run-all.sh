@@ -8,6 +8,7 @@ source scripts/setup.sh
 
 mkdir -p run
 python manage.py migrate --noinput -v0
+python manage.py collectstatic --noinput -v0
 pids=()
 cleanup() {
     trap - INT TERM EXIT

@@ -24,7 +24,7 @@ class Command(BaseCommand):
         stop.install_signal_handlers()
         relay = OutboxRelay()
         heartbeat = Heartbeat(heartbeat_file)
-        published = 0
+        published = logged = 0
         last_log = time.monotonic()
         delay = 0.5
         logger.info("relay: publishing the outbox to %s", ", ".join(broker.topic_name(t) for t in broker.ALL_TOPICS))
@@ -41,9 +41,10 @@ class Command(BaseCommand):
                     connection.close()
                     stop.wait(delay)
                     delay = min(delay * 2, 15.0)
-                if time.monotonic() - last_log >= 5 and published:
-                    logger.info("relay: %d events published so far", published)
-                    last_log = time.monotonic()
+                if time.monotonic() - last_log >= 5 and published != logged:
+                    logger.info("relay: %d events published (%d in the last %.0f s)",
+                                published, published - logged, time.monotonic() - last_log)
+                    last_log, logged = time.monotonic(), published
         finally:
             relay.close()
             logger.info("relay: stopped after publishing %d events", published)

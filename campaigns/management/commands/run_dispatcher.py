@@ -1,0 +1,53 @@
+import logging
+
+from django.core.management.base import BaseCommand
+
+from campaigns.services import FanOutInterrupted, campaign_dispatch
+from delivery import broker
+from delivery.consumer import BatchConsumer, Heartbeat, StopFlag
+from delivery.messages import CampaignCreated
+from delivery.publisher import TaskPublisher
+
+logger = logging.getLogger("campaigns.dispatcher")
+
+
+class Command(BaseCommand):
+    help = "Consume offers.created and fan each campaign out to one task per recipient on notifications.send."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--heartbeat-file", help="touched every second while alive (for healthchecks)")
+
+    def handle(self, *args, heartbeat_file: str | None, **options):
+        broker.topics_ensure()
+        stop = StopFlag()
+        stop.install_signal_handlers()
+        publisher = TaskPublisher()
+        heartbeat = Heartbeat(heartbeat_file)
+
+        def should_stop() -> bool:  # asked between pages of a fan-out
+            heartbeat.beat()
+            return stop.is_set()
+
+        def dispatch_events(events: list[CampaignCreated]) -> None:
+            for event in events:
+                campaign_dispatch(
+                    campaign_id=event.campaign_id, publish=publisher.publish, flush=publisher.flush, should_stop=should_stop
+                )
+
+        logger.info("dispatcher: consuming %s as group %s", broker.topic_name(broker.OFFERS_CREATED),
+                    broker.group_name(broker.DISPATCHER_GROUP))
+        try:
+            BatchConsumer(
+                name="dispatcher",
+                logical_topics=(broker.OFFERS_CREATED,),
+                logical_group=broker.DISPATCHER_GROUP,
+                decode=CampaignCreated.decode,
+                handle_batch=dispatch_events,
+                max_poll_records=1,  # commit after each campaign's fan-out
+                stop=stop,
+                heartbeat=heartbeat,
+            ).run()
+        except FanOutInterrupted as exc:
+            logger.info("dispatcher: %s", exc)
+        finally:
+            publisher.close()

@@ -1,0 +1,32 @@
+from rest_framework import serializers
+
+from campaigns.models import Campaign, CampaignKind
+from campaigns.segments import SegmentError, segment_parse
+from notifications_project.fields import ChoiceWithListField, DataField
+
+
+class SegmentField(serializers.JSONField):
+    def to_internal_value(self, data):
+        try:
+            return segment_parse(super().to_internal_value(data))
+        except SegmentError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class CampaignCreateInput(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    body = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    kind = ChoiceWithListField(choices=CampaignKind.values, required=False, default=CampaignKind.OFFER)
+    segment = SegmentField(help_text='{"type": "ALL_USERS"} | {"type": "USER_IDS", "ids": [...]} | '
+                                     '{"type": "ATTRIBUTE", "attribute": "country", "op": "eq" | "in", "value": ...}')
+    data = DataField(required=False, default=dict)
+
+
+class CampaignOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Campaign
+        fields = [
+            "id", "title", "body", "kind", "segment", "data", "status",
+            "targeted", "delivered", "failed", "skipped",
+            "created_at", "dispatched_at", "completed_at", "cancelled_at",
+        ]

@@ -1,0 +1,61 @@
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from campaigns import selectors, services
+from campaigns.serializers import CampaignCreateInput, CampaignOutput
+from notifications_project.api import NewestFirstCursorPagination
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+# A USER_IDS segment of 10,000 ids of up to 128 characters does not fit the default 64 KiB.
+CAMPAIGN_BODY_MAX_BYTES = 2 * 1024 * 1024
+
+
+def _create(request) -> Response:
+    serializer = CampaignCreateInput(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    campaign = services.campaign_create(**serializer.validated_data)
+    return Response(CampaignOutput(campaign).data, status=status.HTTP_201_CREATED)
+
+
+class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Campaigns: one message to every recipient of a segment. Filter the list by `status` and `kind`."""
+
+    serializer_class = CampaignOutput
+    pagination_class = NewestFirstCursorPagination
+    max_body_bytes = CAMPAIGN_BODY_MAX_BYTES
+
+    def get_queryset(self):
+        params = self.request.query_params
+        return selectors.campaign_list(status=params.get("status"), kind=params.get("kind"))
+
+    @extend_schema(request=CampaignCreateInput, responses={201: CampaignOutput})
+    def create(self, request):
+        return _create(request)
+
+    @extend_schema(request=None, responses={200: CampaignOutput, 409: OpenApiResponse(description="already completed")})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        try:
+            campaign = services.campaign_cancel(campaign=self.get_object())
+        except services.CampaignConflict as exc:
+            raise Conflict(str(exc)) from None
+        return Response(CampaignOutput(campaign).data)
+
+
+class SeedOfferView(APIView):
+    """The second seed's POST /offers: {"title": ..., "segment": {...}}; `body` optional, kind `offer`."""
+
+    max_body_bytes = CAMPAIGN_BODY_MAX_BYTES
+
+    @extend_schema(request=CampaignCreateInput, responses={201: CampaignOutput})
+    def post(self, request):
+        return _create(request)

@@ -5,8 +5,9 @@ Handlers receive these, never Kafka records.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+
+import orjson
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -47,7 +48,7 @@ class NotificationTask:
                 "data": self.data,
                 "created_at": self.created_at,
             }
-        return json.dumps(body, separators=(",", ":")).encode()
+        return orjson.dumps(body)
 
     @classmethod
     def decode(cls, raw: bytes | None) -> NotificationTask:
@@ -86,7 +87,7 @@ class CampaignCreated:
     campaign_id: int
 
     def encode(self) -> bytes:
-        return json.dumps({"v": SCHEMA_VERSION, "type": "CampaignCreated", "campaign": self.campaign_id}).encode()
+        return orjson.dumps({"v": SCHEMA_VERSION, "type": "CampaignCreated", "campaign": self.campaign_id})
 
     @classmethod
     def decode(cls, raw: bytes | None) -> CampaignCreated:
@@ -103,8 +104,8 @@ def _decode_json_object(raw: bytes | None) -> dict:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise InvalidPayload(f"record of {len(raw)} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise InvalidPayload(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidPayload("not a JSON object")

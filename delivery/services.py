@@ -6,8 +6,9 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from campaigns import selectors as campaign_selectors
@@ -16,7 +17,7 @@ from campaigns.models import CampaignStatus
 from delivery.messages import NotificationTask
 from delivery.models import Delivery, DeliveryOutcome
 from inbox import services as inbox_services
-from inbox.models import Notification
+from notifications_project.db import bulk_insert
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask]) -> BatchResult:
         claimed = _ledger_claim(tasks=unique_tasks, outcomes=outcomes, settled_at=now)
         result.duplicates += len(unique_tasks) - len(claimed)
 
-        inbox_rows = []
+        inbox_rows: list[tuple] = []
         progress: dict[int, Counter] = {}
         for task in unique_tasks:
             if task.notification_id not in claimed:
@@ -77,21 +78,12 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask]) -> BatchResult:
             if outcome != DeliveryOutcome.DELIVERED:
                 continue
             campaign = campaigns.get(task.campaign_id) if task.campaign_id else None
-            inbox_rows.append(
-                Notification(
-                    notification_id=task.notification_id,
-                    recipient_id=recipient_pks[task.recipient],
-                    kind=campaign.kind if campaign else task.kind,
-                    sender=task.sender,
-                    title=campaign.title if campaign else "",
-                    message=campaign.body if campaign else task.message,
-                    data=campaign.data if campaign else task.data,
-                    campaign_id=task.campaign_id,
-                    created_at=campaign.created_at if campaign else task.created_at,
-                    delivered_at=now,
-                )
-            )
-        Notification.objects.bulk_create(inbox_rows, batch_size=1000)
+            if campaign:
+                content = (campaign.kind, "", campaign.title, campaign.body, campaign.data, campaign.id, campaign.created_at)
+            else:
+                content = (task.kind, task.sender, "", task.message, task.data, None, datetime.fromisoformat(task.created_at))
+            inbox_rows.append((task.notification_id, recipient_pks[task.recipient], *content, now))
+        inbox_services.notifications_insert(rows=inbox_rows)
         for campaign_id, counts in progress.items():
             campaign_services.campaign_progress_add(
                 campaign_id=campaign_id,
@@ -102,27 +94,16 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask]) -> BatchResult:
     return result
 
 
-_LEDGER_CHUNK = 1000
-
-
 def _ledger_claim(*, tasks: Sequence[NotificationTask], outcomes: dict[str, tuple[str, str]], settled_at) -> set[str]:
     """Insert ledger rows; returns the ids this call inserted. The primary key arbitrates: a row
     already there (or being inserted by a concurrent transaction, which we then wait for) is not ours.
     """
-    table = Delivery._meta.db_table
-    claimed: set[str] = set()
-    with connection.cursor() as cursor:
-        for start in range(0, len(tasks), _LEDGER_CHUNK):
-            chunk = tasks[start : start + _LEDGER_CHUNK]
-            values_sql = ",".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params: list = []
-            for t in chunk:
-                outcome, reason = outcomes[t.notification_id]
-                params += [t.notification_id, t.recipient, t.campaign_id, outcome, reason, settled_at]
-            cursor.execute(
-                f"INSERT INTO {table} (notification_id, recipient_external_id, campaign_id, outcome, reason, settled_at) "
-                f"VALUES {values_sql} ON CONFLICT (notification_id) DO NOTHING RETURNING notification_id",
-                params,
-            )
-            claimed.update(row[0] for row in cursor.fetchall())
-    return claimed
+    rows = [(t.notification_id, t.recipient, t.campaign_id, *outcomes[t.notification_id], settled_at) for t in tasks]
+    inserted = bulk_insert(
+        model=Delivery,
+        columns=("notification_id", "recipient_external_id", "campaign_id", "outcome", "reason", "settled_at"),
+        rows=rows,
+        ignore_conflicts_on="notification_id",
+        returning="notification_id",
+    )
+    return {row[0] for row in inserted}

@@ -65,8 +65,15 @@ class Notification(models.Model):
     title = models.CharField(max_length=200, blank=True)
     message = models.TextField()
     data = models.JSONField(default=dict, blank=True)
+    # Informational: no index and no database constraint (a per-row trigger on the hot insert path).
     campaign = models.ForeignKey(
-        "campaigns.Campaign", null=True, blank=True, on_delete=models.SET_NULL, db_index=False, related_name="+"
+        "campaigns.Campaign",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_index=False,
+        db_constraint=False,
+        related_name="+",
     )
     created_at = models.DateTimeField(help_text="When the API accepted the notification.")
     delivered_at = models.DateTimeField(default=timezone.now)

@@ -8,7 +8,8 @@ from django.utils import timezone
 from delivery import broker
 from delivery.messages import NotificationTask
 from delivery.outbox import outbox_enqueue
-from inbox.models import Recipient
+from inbox.models import Notification, Recipient
+from notifications_project.db import bulk_copy, bulk_insert, values_for_keys
 
 
 def notification_send(*, sender: str, recipient: str, kind: str, message: str, data: dict) -> NotificationTask:
@@ -28,19 +29,36 @@ def notification_send(*, sender: str, recipient: str, kind: str, message: str, d
     return task
 
 
+NOTIFICATION_INSERT_COLUMNS = (
+    "notification_id", "recipient", "kind", "sender", "title", "message", "data", "campaign", "created_at", "delivered_at",
+)
+
+
+def notifications_insert(*, rows: list[tuple]) -> None:
+    """Write inbox rows (tuples in NOTIFICATION_INSERT_COLUMNS order) in one statement. The caller
+    has claimed their ids in the ledger, so none can exist already."""
+    bulk_copy(model=Notification, columns=NOTIFICATION_INSERT_COLUMNS, rows=rows)
+
+
 def recipients_resolve(*, external_ids: set[str], create: set[str]) -> dict[str, int]:
     """Map product user ids to recipient primary keys, first creating the ones in `create` that are
     unknown. Ids not found and not to be created are absent from the answer."""
-    missing_to_create = create - set(
-        Recipient.objects.filter(external_id__in=create).values_list("external_id", flat=True)
-    )
+    found = dict(values_for_keys(model=Recipient, key="external_id", keys=list(external_ids), columns=("external_id", "id")))
+    missing_to_create = create - found.keys()
     if missing_to_create:
         now = timezone.now()
-        Recipient.objects.bulk_create(
-            [Recipient(external_id=e, created_at=now, updated_at=now) for e in sorted(missing_to_create)],
-            ignore_conflicts=True,  # another worker may create the same recipient at the same moment
+        # Another worker may create the same recipient at the same moment: conflicts are skipped,
+        # and sorted ids keep concurrent inserts from deadlocking.
+        bulk_insert(
+            model=Recipient,
+            columns=("external_id", "email", "locale", "attributes", "created_at", "updated_at"),
+            rows=[(e, "", "", {}, now, now) for e in sorted(missing_to_create)],
+            ignore_conflicts_on="external_id",
         )
-    return dict(Recipient.objects.filter(external_id__in=external_ids).values_list("external_id", "id"))
+        found.update(
+            values_for_keys(model=Recipient, key="external_id", keys=list(missing_to_create), columns=("external_id", "id"))
+        )
+    return found
 
 
 RECIPIENT_FIELDS = ("email", "locale", "attributes")

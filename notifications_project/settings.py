@@ -83,7 +83,7 @@ KAFKA_FETCH_MAX_WAIT_MS = _setting("KAFKA_FETCH_MAX_WAIT_MS", env.int, default=5
 KAFKA_PRODUCER_LINGER_MS = _setting("KAFKA_PRODUCER_LINGER_MS", env.int, default=5, check=lambda v: v >= 0)
 KAFKA_PRODUCER_BATCH_BYTES = _setting("KAFKA_PRODUCER_BATCH_BYTES", env.int, default=512 * 1024, check=_positive)
 
-WORKER_BATCH_SIZE = _setting("WORKER_BATCH_SIZE", env.int, default=2000, check=_positive)
+WORKER_BATCH_SIZE = _setting("WORKER_BATCH_SIZE", env.int, default=5000, check=_positive)
 DISPATCHER_PAGE_SIZE = _setting("DISPATCHER_PAGE_SIZE", env.int, default=5000, check=_positive)
 RELAY_BATCH_SIZE = _setting("RELAY_BATCH_SIZE", env.int, default=1000, check=_positive)
 

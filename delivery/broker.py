@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 # Logical topic names; every real name is KAFKA_TOPIC_PREFIX + one of these.
 NOTIFICATIONS_SEND = "notifications.send"
 OFFERS_CREATED = "offers.created"
+NOTIFICATIONS_RETRY = "notifications.retry"
 NOTIFICATIONS_DLQ = "notifications.dlq"
-ALL_TOPICS = (NOTIFICATIONS_SEND, OFFERS_CREATED, NOTIFICATIONS_DLQ)
+ALL_TOPICS = (NOTIFICATIONS_SEND, OFFERS_CREATED, NOTIFICATIONS_RETRY, NOTIFICATIONS_DLQ)
 
 WORKER_GROUP = "notification-workers"
 DISPATCHER_GROUP = "campaign-dispatchers"

@@ -1,10 +1,13 @@
 """The consume loop shared by the worker and the dispatcher.
 
-poll a batch -> decode (records that are not ours go to the dead-letter topic) -> handle the whole
-batch (one database transaction in the handler) -> commit offset+1 of every partition's last record.
-Offsets are committed only after the handler returned, so a process killed anywhere before that
-commit sees the batch again, and the handlers are idempotent. SIGTERM/SIGINT set a flag: the batch
-in hand is finished and committed, then the consumer leaves its group.
+poll a batch -> decode (records that are not ours go to `handle_invalid`: dead letters) -> handle
+the whole batch (one database transaction in the handler) -> commit offset+1 of each partition's
+last handled record. Offsets are committed only after the handlers returned, so a process killed
+anywhere before that commit sees the batch again, and the handlers are idempotent.
+
+A record whose `due_at` is in the future (a retry) pauses its partition at that record until it is
+due, without holding up any other partition. SIGTERM/SIGINT set a flag: the batch in hand is
+finished and committed, then the consumer leaves its group.
 """
 
 from __future__ import annotations
@@ -16,24 +19,22 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any
 
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from delivery import broker
-from delivery.messages import InvalidPayload
+from delivery.messages import Envelope, InvalidPayload, InvalidRecord, Origin
 
 logger = logging.getLogger(__name__)
-
-M = TypeVar("M")
 
 PROGRESS_LOG_SECONDS = 5.0
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT (or by a test); the loop checks it between batches."""
+    """Set by SIGTERM/SIGINT (or by the failure guard); the loop checks it between batches."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -66,29 +67,31 @@ class Heartbeat:
             self._last = now
 
 
-class BatchConsumer(Generic[M]):
+class BatchConsumer:
     def __init__(
         self,
         *,
         name: str,
-        logical_topics: tuple[str, ...],
+        decoders: dict[str, Callable[[bytes | None], Any]],
         logical_group: str,
-        decode: Callable[[bytes | None], M],
-        handle_batch: Callable[[list[M]], object],
+        handle_batch: Callable[[list[Envelope]], object],
+        handle_invalid: Callable[[list[InvalidRecord]], object],
         max_poll_records: int,
         stop: StopFlag,
         heartbeat: Heartbeat | None = None,
+        due_at: Callable[[Any], float | None] = lambda message: None,
     ) -> None:
         self.name = name
-        self.decode = decode
+        self.decoders = {broker.topic_name(logical): decode for logical, decode in decoders.items()}
         self.handle_batch = handle_batch
+        self.handle_invalid = handle_invalid
+        self.due_at = due_at
         self.stop = stop
         self.heartbeat = heartbeat or Heartbeat(None)
         self.consumer = broker.consumer_create(
-            logical_topics=logical_topics, logical_group=logical_group, max_poll_records=max_poll_records
+            logical_topics=tuple(decoders), logical_group=logical_group, max_poll_records=max_poll_records
         )
-        self.dlq_producer = broker.producer_create()
-        self.dlq_topic = broker.topic_name(broker.NOTIFICATIONS_DLQ)
+        self.paused_until: dict[TopicPartition, float] = {}
         self.records_total = 0
         self.invalid_total = 0
 
@@ -98,15 +101,16 @@ class BatchConsumer(Generic[M]):
         try:
             while not self.stop.is_set():
                 self.heartbeat.beat()
-                batches = self.consumer.poll(timeout_ms=500)
+                self._resume_due_partitions()
+                batches = self.consumer.poll(timeout_ms=200 if self.paused_until else 500)
                 if batches:
                     self._process(batches)
                 now = time.monotonic()
                 if now - last_log >= PROGRESS_LOG_SECONDS and self.records_total != logged_records:
-                    rate = (self.records_total - logged_records) / (now - last_log)
                     logger.info(
-                        "%s: %d records consumed (%d invalid), %.0f records/s over the last %.0f s",
-                        self.name, self.records_total, self.invalid_total, rate, now - last_log,
+                        "%s: %d records handled (%d invalid), %.0f records/s over the last %.0f s",
+                        self.name, self.records_total, self.invalid_total,
+                        (self.records_total - logged_records) / (now - last_log), now - last_log,
                     )
                     last_log, logged_records = now, self.records_total
         finally:
@@ -115,65 +119,65 @@ class BatchConsumer(Generic[M]):
                 self.name, self.records_total, time.monotonic() - started,
             )
             self.consumer.close(autocommit=False)
-            self.dlq_producer.close(timeout=5)
+
+    def _resume_due_partitions(self) -> None:
+        now = time.time()
+        due = [tp for tp, until in self.paused_until.items() if until <= now]
+        assigned = self.consumer.assignment()
+        for tp in due:
+            del self.paused_until[tp]
+            if tp in assigned:
+                self.consumer.resume(tp)
 
     def _process(self, batches: dict) -> None:
-        messages: list[M] = []
-        invalid = []
+        envelopes: list[Envelope] = []
+        invalid: list[InvalidRecord] = []
         next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        now = time.time()
         for tp, records in batches.items():
+            decode = self.decoders[tp.topic]
             for record in records:
+                origin = Origin(record.topic, record.partition, record.offset)
                 try:
-                    messages.append(self.decode(record.value))
+                    message = decode(record.value)
                 except InvalidPayload as exc:
-                    invalid.append((record, str(exc)))
-            next_offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                    invalid.append(InvalidRecord(origin, record.key, record.value, str(exc)))
+                else:
+                    due = self.due_at(message)
+                    if due is not None and due > now:
+                        # Not yet: read this record again when it is due; the partition waits, others go on.
+                        self.consumer.seek(tp, record.offset)
+                        self.consumer.pause(tp)
+                        self.paused_until[tp] = due
+                        break
+                    envelopes.append(Envelope(message, origin))
+                next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
 
         if invalid:
-            self._dead_letter(invalid)
-        if messages:
-            self._handle_until_done(messages)
-        try:
-            self.consumer.commit(next_offsets)
-        except CommitFailedError:
-            # The group rebalanced under us: another member gets these records and the ledger makes
-            # the repeat harmless.
-            logger.warning("%s: offset commit refused after a rebalance; the batch will be seen again", self.name)
-        self.records_total += sum(len(r) for r in batches.values())
+            self._until_done(self.handle_invalid, invalid)
+        if envelopes:
+            self._until_done(self.handle_batch, envelopes)
+        if next_offsets:
+            try:
+                self.consumer.commit(next_offsets)
+            except CommitFailedError:
+                # The group rebalanced under us: another member reads these records again, harmlessly.
+                logger.warning("%s: offset commit refused after a rebalance; the batch will be seen again", self.name)
+        self.records_total += len(envelopes) + len(invalid)
         self.invalid_total += len(invalid)
 
-    def _handle_until_done(self, messages: list[M]) -> None:
+    def _until_done(self, handler: Callable[[list], object], items: list) -> None:
         """Database outages are not failures: keep the batch, back off, try again, burn no attempt."""
         delay = 0.5
         while True:
             try:
-                self.handle_batch(messages)
+                handler(items)
                 return
             except (OperationalError, InterfaceError) as exc:
                 if self.stop.is_set():
-                    raise SystemExit(f"{self.name}: stopped while the database was unreachable; the batch is uncommitted")
-                logger.warning("%s: database unavailable (%s); retrying in %.1f s", self.name, exc, delay)
+                    raise SystemExit(f"{self.name}: stopped while the database was unreachable; the batch stays uncommitted")
+                logger.warning("%s: database unavailable (%s); retrying in %.1f s", self.name, str(exc).strip(), delay)
                 connection.close()
                 self.stop.wait(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 15.0)
                 close_old_connections()
-
-    def _dead_letter(self, invalid: list) -> None:
-        for record, reason in invalid:
-            logger.warning(
-                "%s: invalid payload at %s[%d]@%d goes to %s: %s",
-                self.name, record.topic, record.partition, record.offset, self.dlq_topic, reason,
-            )
-            headers = [
-                ("reason", b"invalid payload"),
-                ("error", reason.encode()[:1000]),
-                ("original_topic", record.topic.encode()),
-                ("original_partition", str(record.partition).encode()),
-                ("original_offset", str(record.offset).encode()),
-            ]
-            value = record.value if record.value is None or len(record.value) <= 1024 * 1024 else record.value[:1024]
-            self.dlq_producer.send(self.dlq_topic, key=record.key, value=value, headers=headers)
-        try:
-            self.dlq_producer.flush(timeout=30)
-        except KafkaError as exc:
-            raise SystemExit(f"{self.name}: could not publish to {self.dlq_topic} ({exc}); check the broker") from exc

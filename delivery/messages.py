@@ -18,6 +18,29 @@ class InvalidPayload(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message and where it was read."""
+
+    message: object
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRecord:
+    origin: Origin
+    key: bytes | None
+    value: bytes | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class NotificationTask:
     """Deliver one notification to one recipient (topic notifications.send, keyed by recipient).
 
@@ -96,6 +119,35 @@ class CampaignCreated:
         if body.get("type") != "CampaignCreated" or not isinstance(campaign_id, int) or isinstance(campaign_id, bool):
             raise InvalidPayload("not a CampaignCreated event with an integer campaign id")
         return cls(campaign_id=campaign_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRetry:
+    """Attempt `attempt` (2, 3, ...) of one external channel send, not before `due_at` (epoch seconds).
+    Topic notifications.retry, keyed by recipient."""
+
+    notification_id: str
+    channel: str
+    recipient: str
+    attempt: int
+    due_at: float
+
+    def encode(self) -> bytes:
+        return orjson.dumps({
+            "v": SCHEMA_VERSION, "type": "ChannelRetry", "id": self.notification_id, "channel": self.channel,
+            "recipient": self.recipient, "attempt": self.attempt, "due_at": self.due_at,
+        })
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> ChannelRetry:
+        body = _decode_json_object(raw)
+        try:
+            retry = cls(body["id"], body["channel"], body["recipient"], body["attempt"], float(body["due_at"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidPayload(f"not a ChannelRetry: {exc}") from None
+        if body.get("type") != "ChannelRetry" or not isinstance(retry.attempt, int):
+            raise InvalidPayload("not a ChannelRetry with an integer attempt")
+        return retry
 
 
 def _decode_json_object(raw: bytes | None) -> dict:

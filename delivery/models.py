@@ -42,7 +42,85 @@ class OutboxEvent(models.Model):
     topic = models.CharField(max_length=200, help_text="Logical topic name, without KAFKA_TOPIC_PREFIX.")
     key = models.CharField(max_length=200)
     payload = models.BinaryField()
+    headers = models.JSONField(default=dict, blank=True, help_text="Record headers (string values).")
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.topic} key={self.key}"
+
+
+class ChannelDeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    SKIPPED = "skipped"
+    DEAD = "dead"
+
+
+class ChannelDelivery(models.Model):
+    """The ledger of one external channel (webhook, email) for one notification.
+
+    Written as `pending` in the same transaction that claims the notification, so a worker killed
+    before the send finds it on redelivery; a send is attempted only while the row is pending or
+    retrying with the attempt number the retry record carries, so no attempt is made twice on purpose.
+    External receivers get the notification id (header `Idempotency-Key`) to drop the rare repeat
+    that a crash between a send and its record can cause.
+    """
+
+    notification_id = models.CharField(max_length=160)
+    channel = models.CharField(max_length=16)
+    recipient_external_id = models.CharField("recipient", max_length=128)
+    campaign_id = models.BigIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=ChannelDeliveryStatus.choices, default=ChannelDeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    # Where the task was read: the provenance its dead letter carries.
+    origin_topic = models.CharField(max_length=200, blank=True)
+    origin_partition = models.IntegerField(null=True, blank=True)
+    origin_offset = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notification_id", "channel"], name="channel_delivery_once")]
+        verbose_name_plural = "channel deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.notification_id} via {self.channel}: {self.status}"
+
+
+class DeadLetterReason(models.TextChoices):
+    INVALID_PAYLOAD = "invalid payload"
+    PERMANENT_FAILURE = "permanent failure"
+    RETRIES_EXHAUSTED = "retries exhausted"
+
+
+class DeadLetterStatus(models.TextChoices):
+    DEAD = "dead"
+    REPLAYED = "replayed"
+    DISCARDED = "discarded"
+
+
+class DeadLetter(models.Model):
+    """A mirror of notifications.dlq: written in the same transaction as the outbox event that
+    publishes the record, so the table and the topic hold the same dead letters."""
+
+    reason = models.CharField(max_length=32, choices=DeadLetterReason.choices)
+    error = models.TextField(blank=True)
+    notification_id = models.CharField(max_length=160, blank=True)
+    channel = models.CharField(max_length=16, blank=True)
+    recipient_external_id = models.CharField("recipient", max_length=128, blank=True)
+    campaign_id = models.BigIntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    original_topic = models.CharField(max_length=200)
+    original_partition = models.IntegerField(null=True, blank=True)
+    original_offset = models.BigIntegerField(null=True, blank=True)
+    payload = models.BinaryField(help_text="The record as it was consumed (truncated to 1 MiB).")
+    status = models.CharField(max_length=16, choices=DeadLetterStatus.choices, default=DeadLetterStatus.DEAD)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "-created_at"], name="dead_letter_status_newest")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.reason}: {self.notification_id or self.original_topic}"

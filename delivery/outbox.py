@@ -25,12 +25,12 @@ logger = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "outbox_event"
 
 
-def outbox_enqueue(*, topic: str, key: str, payload: bytes) -> OutboxEvent:
-    return OutboxEvent.objects.create(topic=topic, key=key, payload=payload)
+def outbox_enqueue(*, topic: str, key: str, payload: bytes, headers: dict[str, str] | None = None) -> OutboxEvent:
+    return OutboxEvent.objects.create(topic=topic, key=key, payload=payload, headers=headers or {})
 
 
-def outbox_enqueue_many(*, events: Iterable[tuple[str, str, bytes]]) -> None:
-    OutboxEvent.objects.bulk_create(OutboxEvent(topic=t, key=k, payload=p) for t, k, p in events)
+def outbox_enqueue_many(*, events: Iterable[OutboxEvent]) -> None:
+    OutboxEvent.objects.bulk_create(events, batch_size=1000)
 
 
 class OutboxRelay:
@@ -51,7 +51,12 @@ class OutboxRelay:
             if not events:
                 return 0
             futures = [
-                self.producer.send(broker.topic_name(e.topic), key=e.key.encode(), value=bytes(e.payload))
+                self.producer.send(
+                    broker.topic_name(e.topic),
+                    key=e.key.encode(),
+                    value=bytes(e.payload),
+                    headers=[(name, str(value).encode()) for name, value in e.headers.items()] or None,
+                )
                 for e in events
             ]
             self.producer.flush(timeout=30)

@@ -1,25 +1,51 @@
-"""Settling a batch of notification tasks: the worker's whole database side, in one transaction."""
+"""The worker's database side: settling a batch of tasks, recording channel outcomes, dead letters."""
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from campaigns import selectors as campaign_selectors
 from campaigns import services as campaign_services
 from campaigns.models import CampaignStatus
-from delivery.messages import NotificationTask
-from delivery.models import Delivery, DeliveryOutcome
+from delivery import broker
+from delivery.channels import ChannelError, Outgoing, channels_for
+from delivery.messages import MAX_PAYLOAD_BYTES, ChannelRetry, InvalidRecord, NotificationTask, Origin
+from delivery.models import (
+    ChannelDelivery,
+    ChannelDeliveryStatus,
+    DeadLetter,
+    DeadLetterReason,
+    DeadLetterStatus,
+    Delivery,
+    DeliveryOutcome,
+    OutboxEvent,
+)
+from delivery.outbox import outbox_enqueue, outbox_enqueue_many
 from inbox import services as inbox_services
+from inbox.models import Notification
 from notifications_project.db import bulk_insert
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChannelSend:
+    """One attempt of one external channel for one notification."""
+
+    channel_delivery_id: int
+    channel: str
+    attempt: int
+    outgoing: Outgoing
 
 
 @dataclass
@@ -28,24 +54,28 @@ class BatchResult:
     skipped: int = 0
     failed: int = 0
     duplicates: int = 0
+    sends: list[ChannelSend] = field(default_factory=list)
 
 
-def deliveries_settle(*, tasks: Sequence[NotificationTask]) -> BatchResult:
+def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str, Origin] | None = None) -> BatchResult:
     """Deliver each task at most once, whatever happened before.
 
     In one transaction: resolve recipients (user-to-user tasks create theirs; campaign tasks whose
     recipient is gone are skipped), claim each notification id in the ledger, write the inbox rows of
-    the claimed ones, and add the batch's counts to their campaigns. A task whose id is already in
-    the ledger changes nothing. The caller commits its Kafka offsets only after this returns.
+    the claimed ones with a `pending` ledger row per external channel, and add the batch's counts to
+    their campaigns. A task whose id is already in the ledger changes nothing, except that its
+    channel sends still pending (a worker died before them) are handed back. The caller commits its
+    Kafka offsets only after this returns and the returned sends are recorded.
     """
     unique_tasks = list({t.notification_id: t for t in tasks}.values())
     result = BatchResult(duplicates=len(tasks) - len(unique_tasks))
     if not unique_tasks:
         return result
+    origins = origins or {}
     now = timezone.now()
 
     with transaction.atomic():
-        recipient_pks = inbox_services.recipients_resolve(
+        recipients = inbox_services.recipients_resolve(
             external_ids={t.recipient for t in unique_tasks},
             create={t.recipient for t in unique_tasks if t.campaign_id is None},
         )
@@ -58,7 +88,7 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask]) -> BatchResult:
                 outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "campaign not found")
             elif campaign is not None and campaign.status == CampaignStatus.CANCELLED:
                 outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "campaign cancelled")
-            elif task.recipient not in recipient_pks:
+            elif task.recipient not in recipients:
                 outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "recipient deleted")
             else:
                 outcomes[task.notification_id] = (DeliveryOutcome.DELIVERED, "")
@@ -67,6 +97,7 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask]) -> BatchResult:
         result.duplicates += len(unique_tasks) - len(claimed)
 
         inbox_rows: list[tuple] = []
+        outgoing: list[Outgoing] = []
         progress: dict[int, Counter] = {}
         for task in unique_tasks:
             if task.notification_id not in claimed:
@@ -82,8 +113,18 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask]) -> BatchResult:
                 content = (campaign.kind, "", campaign.title, campaign.body, campaign.data, campaign.id, campaign.created_at)
             else:
                 content = (task.kind, task.sender, "", task.message, task.data, None, datetime.fromisoformat(task.created_at))
-            inbox_rows.append((task.notification_id, recipient_pks[task.recipient], *content, now))
+            recipient = recipients[task.recipient]
+            inbox_rows.append((task.notification_id, recipient.pk, *content, now))
+            if channels_for(push_endpoint=recipient.push_endpoint, email=recipient.email):
+                kind, sender, title, message, data, campaign_id, created_at = content
+                outgoing.append(Outgoing(
+                    notification_id=task.notification_id, recipient=task.recipient, kind=kind, message=message,
+                    title=title, sender=sender, data=data, campaign_id=campaign_id, created_at=created_at.isoformat(),
+                    email=recipient.email, push_endpoint=recipient.push_endpoint,
+                ))
         inbox_services.notifications_insert(rows=inbox_rows)
+        result.sends = _channel_deliveries_create(outgoing=outgoing, origins=origins, now=now)
+        result.sends += _pending_sends_of(notification_ids=[t.notification_id for t in unique_tasks if t.notification_id not in claimed])
         for campaign_id, counts in progress.items():
             campaign_services.campaign_progress_add(
                 campaign_id=campaign_id,
@@ -107,3 +148,190 @@ def _ledger_claim(*, tasks: Sequence[NotificationTask], outcomes: dict[str, tupl
         returning="notification_id",
     )
     return {row[0] for row in inserted}
+
+
+def _channel_deliveries_create(*, outgoing: list[Outgoing], origins: Mapping[str, Origin], now) -> list[ChannelSend]:
+    rows, keys = [], []
+    for item in outgoing:
+        origin = origins.get(item.notification_id)
+        for channel in channels_for(push_endpoint=item.push_endpoint, email=item.email):
+            rows.append((
+                item.notification_id, channel, item.recipient, item.campaign_id, ChannelDeliveryStatus.PENDING, 0, "", now,
+                origin.topic if origin else "", origin.partition if origin else None, origin.offset if origin else None,
+            ))
+            keys.append((item, channel))
+    ids = bulk_insert(
+        model=ChannelDelivery,
+        columns=("notification_id", "channel", "recipient_external_id", "campaign_id", "status", "attempts",
+                 "last_error", "updated_at", "origin_topic", "origin_partition", "origin_offset"),
+        rows=rows,
+        returning="id",
+    )
+    return [ChannelSend(row[0], channel, 1, item) for row, (item, channel) in zip(ids, keys)]
+
+
+def _pending_sends_of(*, notification_ids: list[str]) -> list[ChannelSend]:
+    """Channel sends of already-settled notifications that never ran (the worker died before them)."""
+    if not notification_ids:
+        return []
+    pending = list(ChannelDelivery.objects.filter(notification_id__in=notification_ids, status=ChannelDeliveryStatus.PENDING))
+    return _sends_for(pending)
+
+
+def channel_retries_claim(*, retries: Sequence[ChannelRetry]) -> list[ChannelSend]:
+    """The retries still wanted: their channel delivery is retrying and this is its next attempt."""
+    wanted = {(r.notification_id, r.channel): r.attempt for r in retries}
+    rows = ChannelDelivery.objects.filter(
+        notification_id__in={r.notification_id for r in retries}, status=ChannelDeliveryStatus.RETRYING
+    )
+    return _sends_for([row for row in rows if wanted.get((row.notification_id, row.channel)) == row.attempts + 1])
+
+
+def _sends_for(rows: list[ChannelDelivery]) -> list[ChannelSend]:
+    """Load what to send from the inbox; a notification whose recipient was deleted is skipped."""
+    notifications = {
+        n.notification_id: n
+        for n in Notification.objects.filter(notification_id__in={r.notification_id for r in rows}).select_related("recipient")
+    }
+    sends, gone = [], []
+    for row in rows:
+        n = notifications.get(row.notification_id)
+        if n is None:
+            gone.append(row.id)
+            continue
+        sends.append(ChannelSend(row.id, row.channel, row.attempts + 1, Outgoing(
+            notification_id=n.notification_id, recipient=n.recipient.external_id, kind=n.kind, message=n.message,
+            title=n.title, sender=n.sender, data=n.data, campaign_id=n.campaign_id, created_at=n.created_at.isoformat(),
+            email=n.recipient.email, push_endpoint=n.recipient.push_endpoint,
+        )))
+    if gone:
+        ChannelDelivery.objects.filter(id__in=gone).update(
+            status=ChannelDeliveryStatus.SKIPPED, last_error="recipient deleted", updated_at=timezone.now()
+        )
+    return sends
+
+
+def retry_delay(*, attempt: int, base: float, factor: float, rng: random.Random = random) -> float:
+    """Seconds before attempt `attempt + 1` after attempt `attempt` failed: base * factor**(attempt-1),
+    with +-20 % jitter so that retries of one outage do not arrive together."""
+    return base * factor ** (attempt - 1) * rng.uniform(0.8, 1.2)
+
+
+@dataclass
+class OutcomeCounts:
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+def channel_outcomes_record(*, outcomes: Sequence[tuple[ChannelSend, ChannelError | None]]) -> OutcomeCounts:
+    """Record a batch of channel attempts in one transaction: sent; a retry scheduled on the retry
+    topic (through the outbox, so it exists exactly when the row says `retrying`); or a dead letter,
+    mirrored to the dead-letter topic the same way."""
+    counts = OutcomeCounts()
+    if not outcomes:
+        return counts
+    now = timezone.now()
+    rows = ChannelDelivery.objects.in_bulk([send.channel_delivery_id for send, _ in outcomes])
+    events: list[OutboxEvent] = []
+    dead_letters: list[DeadLetter] = []
+    for send, error in outcomes:
+        row = rows[send.channel_delivery_id]
+        row.attempts, row.updated_at = send.attempt, now
+        if error is None:
+            row.status, row.last_error = ChannelDeliveryStatus.SENT, ""
+            counts.sent += 1
+            continue
+        row.last_error = str(error)[:500]
+        if error.transient and send.attempt <= settings.RETRY_MAX_RETRIES:
+            row.status = ChannelDeliveryStatus.RETRYING
+            delay = retry_delay(attempt=send.attempt, base=settings.RETRY_BACKOFF_BASE_SECONDS,
+                                factor=settings.RETRY_BACKOFF_FACTOR)
+            retry = ChannelRetry(row.notification_id, row.channel, row.recipient_external_id, send.attempt + 1,
+                                 time.time() + delay)
+            events.append(OutboxEvent(topic=broker.NOTIFICATIONS_RETRY, key=row.recipient_external_id, payload=retry.encode()))
+            counts.retried += 1
+            continue
+        row.status = ChannelDeliveryStatus.DEAD
+        reason = DeadLetterReason.RETRIES_EXHAUSTED if error.transient else DeadLetterReason.PERMANENT_FAILURE
+        payload = ChannelRetry(row.notification_id, row.channel, row.recipient_external_id, 1, 0).encode()
+        dead_letters.append(DeadLetter(
+            reason=reason, error=str(error), notification_id=row.notification_id, channel=row.channel,
+            recipient_external_id=row.recipient_external_id, campaign_id=row.campaign_id, attempts=send.attempt,
+            original_topic=row.origin_topic, original_partition=row.origin_partition,
+            original_offset=row.origin_offset, payload=payload, created_at=now,
+        ))
+        counts.dead += 1
+    with transaction.atomic():
+        ChannelDelivery.objects.bulk_update(rows.values(), ["status", "attempts", "last_error", "updated_at"], batch_size=500)
+        _dead_letters_store(dead_letters, events)
+        outbox_enqueue_many(events=events)
+    for letter in dead_letters:
+        logger.warning("dead letter: %s via %s after %d attempt(s): %s", letter.notification_id, letter.channel,
+                       letter.attempts, letter.error)
+    return counts
+
+
+def dead_letters_record_invalid(*, records: Sequence[InvalidRecord]) -> None:
+    """Records that are not messages of ours go to the dead-letter topic (and table) with the reason."""
+    now = timezone.now()
+    letters = [
+        DeadLetter(
+            reason=DeadLetterReason.INVALID_PAYLOAD, error=r.error, original_topic=r.origin.topic,
+            original_partition=r.origin.partition, original_offset=r.origin.offset,
+            payload=(r.value or b"")[:MAX_PAYLOAD_BYTES], created_at=now,
+        )
+        for r in records
+    ]
+    events: list[OutboxEvent] = []
+    with transaction.atomic():
+        _dead_letters_store(letters, events, keys=[(r.key or b"").decode(errors="replace") for r in records])
+        outbox_enqueue_many(events=events)
+    for r in records:
+        logger.warning("dead letter: invalid payload at %s[%d]@%d: %s", r.origin.topic, r.origin.partition, r.origin.offset, r.error)
+
+
+def _dead_letters_store(letters: list[DeadLetter], events: list[OutboxEvent], keys: list[str] | None = None) -> None:
+    """Save dead letters and add their dead-letter-topic records (payload, provenance in headers) to events."""
+    DeadLetter.objects.bulk_create(letters)
+    for i, letter in enumerate(letters):
+        headers = {
+            "reason": letter.reason, "error": letter.error[:1000], "attempts": letter.attempts,
+            "original_topic": letter.original_topic, "original_partition": letter.original_partition,
+            "original_offset": letter.original_offset, "notification_id": letter.notification_id,
+            "channel": letter.channel,
+        }
+        key = keys[i] if keys else letter.recipient_external_id
+        events.append(OutboxEvent(topic=broker.NOTIFICATIONS_DLQ, key=key, payload=bytes(letter.payload),
+                                  headers={k: v for k, v in headers.items() if v not in ("", None)}))
+
+
+def dead_letter_replay(*, dead_letter: DeadLetter) -> str:
+    """Publish a dead-lettered task again; returns what happened. Replaying a send that was delivered
+    meanwhile sends nothing (its channel row says sent; the ledger holds every notification id)."""
+    with transaction.atomic():
+        letter = DeadLetter.objects.select_for_update().get(id=dead_letter.id)
+        if letter.status != DeadLetterStatus.DEAD:
+            return f"dead letter #{letter.id} was already {letter.status}"
+        letter.status, letter.resolved_at = DeadLetterStatus.REPLAYED, timezone.now()
+        letter.save(update_fields=["status", "resolved_at"])
+        if not letter.channel:
+            logical_topic = letter.original_topic.removeprefix(settings.KAFKA_TOPIC_PREFIX)
+            outbox_enqueue(topic=logical_topic, key=letter.recipient_external_id or "replay", payload=bytes(letter.payload))
+            return f"dead letter #{letter.id}: record re-published to {logical_topic}"
+        delivery = ChannelDelivery.objects.select_for_update().filter(
+            notification_id=letter.notification_id, channel=letter.channel
+        ).first()
+        if delivery is None or delivery.status in (ChannelDeliveryStatus.SENT, ChannelDeliveryStatus.SKIPPED):
+            return f"dead letter #{letter.id}: {letter.channel} delivery already settled; nothing sent"
+        delivery.status, delivery.attempts, delivery.updated_at = ChannelDeliveryStatus.RETRYING, 0, timezone.now()
+        delivery.save(update_fields=["status", "attempts", "updated_at"])
+        retry = ChannelRetry(letter.notification_id, letter.channel, letter.recipient_external_id, 1, time.time())
+        outbox_enqueue(topic=broker.NOTIFICATIONS_RETRY, key=letter.recipient_external_id, payload=retry.encode())
+        return f"dead letter #{letter.id}: {letter.channel} delivery of {letter.notification_id} queued again"
+
+
+def dead_letters_discard(*, ids: Sequence[int]) -> int:
+    return DeadLetter.objects.filter(id__in=ids, status=DeadLetterStatus.DEAD).update(
+        status=DeadLetterStatus.DISCARDED, resolved_at=timezone.now()
+    )

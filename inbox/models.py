@@ -38,6 +38,7 @@ class Recipient(models.Model):
 
     external_id = models.CharField("user id", max_length=RECIPIENT_ID_MAX_LENGTH, unique=True)
     email = models.EmailField(blank=True)
+    push_endpoint = models.URLField(max_length=500, blank=True, help_text="Webhook that receives this recipient's notifications.")
     locale = models.CharField(max_length=16, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)

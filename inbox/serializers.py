@@ -50,13 +50,16 @@ RECIPIENTS_PER_REQUEST_MAX = 10_000
 
 class RecipientInput(serializers.Serializer):
     id = RecipientIdField(help_text="The product's user id.")
-    email = serializers.EmailField(required=False, allow_blank=True)
+    email = serializers.EmailField(required=False, allow_blank=True, help_text="Receives notifications by email.")
+    push_endpoint = serializers.URLField(max_length=500, required=False, allow_blank=True,
+                                         help_text="Receives notifications as an HTTP POST of JSON (webhook).")
     locale = serializers.CharField(max_length=16, required=False, allow_blank=True)
     attributes = DataField(required=False, help_text="Free-form JSON object used by ATTRIBUTE segments.")
 
 
 class RecipientUpdateInput(serializers.Serializer):
     email = serializers.EmailField(required=False, allow_blank=True)
+    push_endpoint = serializers.URLField(max_length=500, required=False, allow_blank=True)
     locale = serializers.CharField(max_length=16, required=False, allow_blank=True)
     attributes = DataField(required=False, help_text="Replaces the recipient's attributes.")
 
@@ -71,4 +74,4 @@ class RecipientOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Recipient
-        fields = ["id", "email", "locale", "attributes", "created_at", "updated_at"]
+        fields = ["id", "email", "push_endpoint", "locale", "attributes", "created_at", "updated_at"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
@@ -40,10 +41,23 @@ def notifications_insert(*, rows: list[tuple]) -> None:
     bulk_copy(model=Notification, columns=NOTIFICATION_INSERT_COLUMNS, rows=rows)
 
 
-def recipients_resolve(*, external_ids: set[str], create: set[str]) -> dict[str, int]:
-    """Map product user ids to recipient primary keys, first creating the ones in `create` that are
-    unknown. Ids not found and not to be created are absent from the answer."""
-    found = dict(values_for_keys(model=Recipient, key="external_id", keys=list(external_ids), columns=("external_id", "id")))
+@dataclass(frozen=True, slots=True)
+class RecipientAddress:
+    """What the worker needs of a recipient: its key, and where its external channels reach it."""
+
+    pk: int
+    email: str
+    push_endpoint: str
+
+
+def recipients_resolve(*, external_ids: set[str], create: set[str]) -> dict[str, RecipientAddress]:
+    """Map product user ids to recipients, first creating the ones in `create` that are unknown.
+    Ids not found and not to be created are absent from the answer."""
+    columns = ("external_id", "id", "email", "push_endpoint")
+    found = {
+        row[0]: RecipientAddress(*row[1:])
+        for row in values_for_keys(model=Recipient, key="external_id", keys=list(external_ids), columns=columns)
+    }
     missing_to_create = create - found.keys()
     if missing_to_create:
         now = timezone.now()
@@ -51,17 +65,18 @@ def recipients_resolve(*, external_ids: set[str], create: set[str]) -> dict[str,
         # and sorted ids keep concurrent inserts from deadlocking.
         bulk_insert(
             model=Recipient,
-            columns=("external_id", "email", "locale", "attributes", "created_at", "updated_at"),
-            rows=[(e, "", "", {}, now, now) for e in sorted(missing_to_create)],
+            columns=("external_id", "email", "push_endpoint", "locale", "attributes", "created_at", "updated_at"),
+            rows=[(e, "", "", "", {}, now, now) for e in sorted(missing_to_create)],
             ignore_conflicts_on="external_id",
         )
         found.update(
-            values_for_keys(model=Recipient, key="external_id", keys=list(missing_to_create), columns=("external_id", "id"))
+            (row[0], RecipientAddress(*row[1:]))
+            for row in values_for_keys(model=Recipient, key="external_id", keys=list(missing_to_create), columns=columns)
         )
     return found
 
 
-RECIPIENT_FIELDS = ("email", "locale", "attributes")
+RECIPIENT_FIELDS = ("email", "push_endpoint", "locale", "attributes")
 
 
 def recipients_upsert(*, recipients: list[dict]) -> tuple[int, int]:

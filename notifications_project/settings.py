@@ -87,6 +87,26 @@ WORKER_BATCH_SIZE = _setting("WORKER_BATCH_SIZE", env.int, default=5000, check=_
 DISPATCHER_PAGE_SIZE = _setting("DISPATCHER_PAGE_SIZE", env.int, default=5000, check=_positive)
 RELAY_BATCH_SIZE = _setting("RELAY_BATCH_SIZE", env.int, default=1000, check=_positive)
 
+# --- Channels, retries, dead letters -------------------------------------------------------------
+# Every notification goes to the in-app inbox; also to the recipient's push endpoint (or this gateway
+# when set) and to its email address.
+PUSH_GATEWAY_URL = _setting("PUSH_GATEWAY_URL", env.str, default="")
+WEBHOOK_TIMEOUT_SECONDS = _setting("WEBHOOK_TIMEOUT_SECONDS", env.float, default=5.0, check=_positive)
+CHANNEL_SEND_CONCURRENCY = _setting("CHANNEL_SEND_CONCURRENCY", env.int, default=16, check=_positive)
+# A transient failure (timeout, connection error, HTTP 5xx or 429) is retried this many more times,
+# after base * factor**(n-1) seconds (with jitter); a permanent one is dead-lettered at once.
+RETRY_MAX_RETRIES = _setting("RETRY_MAX_RETRIES", env.int, default=3, check=lambda v: v >= 0)
+RETRY_BACKOFF_BASE_SECONDS = _setting("RETRY_BACKOFF_BASE_SECONDS", env.float, default=1.0, check=_positive)
+RETRY_BACKOFF_FACTOR = _setting("RETRY_BACKOFF_FACTOR", env.float, default=2.0, check=lambda v: v >= 1)
+# The worker stops (instead of draining the topic into the dead-letter topic) when at least this
+# share of the last FAILURE_GUARD_WINDOW channel attempts and records failed.
+FAILURE_GUARD_WINDOW = _setting("FAILURE_GUARD_WINDOW", env.int, default=200, check=_positive)
+FAILURE_GUARD_RATIO = _setting("FAILURE_GUARD_RATIO", env.float, default=0.95, check=lambda v: 0 < v <= 1)
+
+# Email: console in development; tests use a file backend; production smtp://user:password@host:587
+vars().update(_setting("EMAIL_URL", env.email_url, default="consolemail://"))
+DEFAULT_FROM_EMAIL = _setting("DEFAULT_FROM_EMAIL", env.str, default="notifications@localhost")
+
 # --- Django --------------------------------------------------------------------------------------
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -24,10 +24,10 @@ def recipients_seed(count: int) -> None:
     """COPY count recipients (r0 .. r<count-1>) into the directory."""
     table = Recipient._meta.db_table
     with connection.cursor() as cursor, cursor.cursor.copy(
-        f"COPY {table} (external_id, attributes, email, locale, created_at, updated_at) FROM STDIN"
+        f"COPY {table} (external_id, attributes, email, push_endpoint, locale, created_at, updated_at) FROM STDIN"
     ) as copy:
         for start in range(0, count, 100_000):
-            copy.write("".join(f"r{i}\t{{}}\t\t\tnow\tnow\n" for i in range(start, min(start + 100_000, count))))
+            copy.write("".join(f"r{i}\t{{}}\t\t\t\tnow\tnow\n" for i in range(start, min(start + 100_000, count))))
 
 
 def api_client() -> APIClient:

@@ -5,8 +5,9 @@ from django.core.management.base import BaseCommand
 from campaigns.services import FanOutInterrupted, campaign_dispatch
 from delivery import broker
 from delivery.consumer import BatchConsumer, Heartbeat, StopFlag
-from delivery.messages import CampaignCreated
+from delivery.messages import CampaignCreated, Envelope
 from delivery.publisher import TaskPublisher
+from delivery.services import dead_letters_record_invalid
 
 logger = logging.getLogger("campaigns.dispatcher")
 
@@ -28,10 +29,13 @@ class Command(BaseCommand):
             heartbeat.beat()
             return stop.is_set()
 
-        def dispatch_events(events: list[CampaignCreated]) -> None:
-            for event in events:
+        def dispatch_events(envelopes: list[Envelope]) -> None:
+            for envelope in envelopes:
                 campaign_dispatch(
-                    campaign_id=event.campaign_id, publish=publisher.publish, flush=publisher.flush, should_stop=should_stop
+                    campaign_id=envelope.message.campaign_id,
+                    publish=publisher.publish,
+                    flush=publisher.flush,
+                    should_stop=should_stop,
                 )
 
         logger.info("dispatcher: consuming %s as group %s", broker.topic_name(broker.OFFERS_CREATED),
@@ -39,10 +43,10 @@ class Command(BaseCommand):
         try:
             BatchConsumer(
                 name="dispatcher",
-                logical_topics=(broker.OFFERS_CREATED,),
+                decoders={broker.OFFERS_CREATED: CampaignCreated.decode},
                 logical_group=broker.DISPATCHER_GROUP,
-                decode=CampaignCreated.decode,
                 handle_batch=dispatch_events,
+                handle_invalid=lambda records: dead_letters_record_invalid(records=records),
                 max_poll_records=1,  # commit after each campaign's fan-out
                 stop=stop,
                 heartbeat=heartbeat,

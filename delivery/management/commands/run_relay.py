@@ -12,6 +12,15 @@ from delivery.outbox import OutboxRelay
 logger = logging.getLogger("delivery.relay")
 
 
+def _topics_ensure_quietly() -> None:
+    try:
+        created = broker.topics_ensure()
+    except KafkaError:
+        return
+    if created:
+        logger.warning("relay: the broker had lost topics; created %s again", ", ".join(created))
+
+
 class Command(BaseCommand):
     help = "Publish the API's outbox to Kafka (run exactly one per stack: it keeps each key's order)."
 
@@ -41,6 +50,8 @@ class Command(BaseCommand):
                     connection.close()
                     stop.wait(delay)
                     delay = min(delay * 2, 15.0)
+                    if isinstance(exc, KafkaError):
+                        _topics_ensure_quietly()  # a broker that restarted empty has lost its topics
                 if time.monotonic() - last_log >= 5 and published != logged:
                     logger.info("relay: %d events published (%d in the last %.0f s)",
                                 published, published - logged, time.monotonic() - last_log)

@@ -1,41 +1,46 @@
 import logging
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from delivery import broker
 from delivery.consumer import BatchConsumer, Heartbeat, StopFlag
-from delivery.messages import NotificationTask
-from delivery.services import deliveries_settle
+from delivery.messages import ChannelRetry, NotificationTask
+from delivery.worker import Worker
 
 logger = logging.getLogger("delivery.worker")
 
 
 class Command(BaseCommand):
-    help = "Consume notifications.send in the worker group and deliver each task into its recipient's inbox."
+    help = "Deliver notifications.send (and due notifications.retry) into inboxes and external channels."
 
     def add_arguments(self, parser):
         parser.add_argument("--batch-size", type=int, default=settings.WORKER_BATCH_SIZE)
         parser.add_argument(
             "--group", default=broker.WORKER_GROUP, help="consumer group (prefixed); another group re-reads the topic"
         )
-
         parser.add_argument("--heartbeat-file", help="touched every second while alive (for healthchecks)")
 
     def handle(self, *args, batch_size: int, group: str, heartbeat_file: str | None, **options):
         broker.topics_ensure()
         stop = StopFlag()
         stop.install_signal_handlers()
-        logger.info(
-            "worker: consuming %s as group %s", broker.topic_name(broker.NOTIFICATIONS_SEND), broker.group_name(group)
-        )
-        BatchConsumer(
-            name="worker",
-            logical_topics=(broker.NOTIFICATIONS_SEND,),
-            logical_group=group,
-            decode=NotificationTask.decode,
-            handle_batch=lambda tasks: deliveries_settle(tasks=tasks),
-            max_poll_records=batch_size,
-            stop=stop,
-            heartbeat=Heartbeat(heartbeat_file),
-        ).run()
+        worker = Worker(stop=stop)
+        logger.info("worker: consuming %s and %s as group %s", broker.topic_name(broker.NOTIFICATIONS_SEND),
+                    broker.topic_name(broker.NOTIFICATIONS_RETRY), broker.group_name(group))
+        try:
+            BatchConsumer(
+                name="worker",
+                decoders={broker.NOTIFICATIONS_SEND: NotificationTask.decode, broker.NOTIFICATIONS_RETRY: ChannelRetry.decode},
+                logical_group=group,
+                handle_batch=worker.handle_batch,
+                handle_invalid=worker.handle_invalid,
+                due_at=worker.due_at,
+                max_poll_records=batch_size,
+                stop=stop,
+                heartbeat=Heartbeat(heartbeat_file),
+            ).run()
+        finally:
+            worker.close()
+        if worker.guard.message:
+            raise CommandError(worker.guard.message)

@@ -1,0 +1,91 @@
+"""The worker's batch: new tasks and due retries in, inbox rows and channel sends out."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+
+from delivery import services
+from delivery.channels import ChannelError, channels_available
+from delivery.consumer import StopFlag
+from delivery.messages import ChannelRetry, Envelope, InvalidRecord, NotificationTask
+
+logger = logging.getLogger(__name__)
+
+
+class FailureGuard:
+    """Trips when at least `ratio` of the last `window` channel attempts and records failed: a bad
+    deploy or a broken channel then stops the worker instead of draining the topic into the DLQ."""
+
+    def __init__(self, *, window: int, ratio: float) -> None:
+        self.window = window
+        self.ratio = ratio
+        self.outcomes: deque[bool] = deque(maxlen=window)
+        self.last_error = ""
+        self.message = ""
+
+    def observe(self, *, failures: int, successes: int, last_error: str = "") -> bool:
+        self.outcomes.extend([False] * successes + [True] * failures)
+        if last_error:
+            self.last_error = last_error
+        failed = sum(self.outcomes)
+        if len(self.outcomes) == self.window and failed >= self.ratio * self.window:
+            self.message = (
+                f"worker: {failed} of the last {self.window} deliveries and records failed (last error: "
+                f"{self.last_error}). Stopping instead of draining the topic into the dead-letter topic; "
+                "fix the channel or the producer, then start the worker again (nothing is lost)."
+            )
+            return True
+        return False
+
+
+class Worker:
+    def __init__(self, *, stop: StopFlag) -> None:
+        self.stop = stop
+        self.channels = {channel.name: channel for channel in channels_available()}
+        self.pool = ThreadPoolExecutor(max_workers=settings.CHANNEL_SEND_CONCURRENCY, thread_name_prefix="channel")
+        self.guard = FailureGuard(window=settings.FAILURE_GUARD_WINDOW, ratio=settings.FAILURE_GUARD_RATIO)
+
+    @staticmethod
+    def due_at(message) -> float | None:
+        return message.due_at if isinstance(message, ChannelRetry) else None
+
+    def handle_batch(self, envelopes: list[Envelope]) -> None:
+        tasks = [e.message for e in envelopes if isinstance(e.message, NotificationTask)]
+        retries = [e.message for e in envelopes if isinstance(e.message, ChannelRetry)]
+        sends = []
+        if tasks:
+            origins = {e.message.notification_id: e.origin for e in envelopes if isinstance(e.message, NotificationTask)}
+            sends += services.deliveries_settle(tasks=tasks, origins=origins).sends
+        if retries:
+            sends += services.channel_retries_claim(retries=retries)
+        if not sends:
+            return
+        outcomes = list(zip(sends, self.pool.map(self._send, sends)))
+        counts = services.channel_outcomes_record(outcomes=outcomes)
+        errors = [str(error) for _, error in outcomes if error is not None]
+        if counts.retried or counts.dead:
+            logger.info("worker: %d sent, %d to retry, %d dead-lettered", counts.sent, counts.retried, counts.dead)
+        self._observe(failures=len(errors), successes=counts.sent, last_error=errors[-1] if errors else "")
+
+    def handle_invalid(self, records: list[InvalidRecord]) -> None:
+        services.dead_letters_record_invalid(records=records)
+        self._observe(failures=len(records), successes=0, last_error=f"invalid payload: {records[-1].error}")
+
+    def _send(self, send) -> ChannelError | None:
+        try:
+            self.channels[send.channel].send(send.outgoing)
+        except ChannelError as exc:
+            return exc
+        return None
+
+    def _observe(self, *, failures: int, successes: int, last_error: str) -> None:
+        if self.guard.observe(failures=failures, successes=successes, last_error=last_error):
+            logger.error(self.guard.message)
+            self.stop.set()  # the batch in hand is committed, then the loop ends
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)

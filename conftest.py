@@ -62,24 +62,84 @@ def kafka(kafka_bootstrap, settings):
     return settings
 
 
-@pytest.fixture
-def stack(kafka, transactional_db, tmp_path, request):
+def stack_env(*, bootstrap: str, prefix: str) -> dict[str, str]:
+    """The environment of a pipeline process sharing this test's database, broker and topics."""
     db = connection.settings_dict
     database_url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "notifications_project.settings",
         "DATABASE_URL": database_url,
         "SECRET_KEY": settings.SECRET_KEY,
-        "KAFKA_BOOTSTRAP_SERVERS": ",".join(kafka.KAFKA_BOOTSTRAP_SERVERS),
-        "KAFKA_TOPIC_PREFIX": kafka.KAFKA_TOPIC_PREFIX,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC_PREFIX": prefix,
         "PYTHONUNBUFFERED": "1",
+        "RETRY_BACKOFF_BASE_SECONDS": "0.3",  # real backoff, shorter: the retry tests take seconds, not minutes
     }
-    running = ProcessGroup(env, tmp_path)
+
+
+@pytest.fixture
+def stack(kafka, transactional_db, tmp_path, request):
+    running = ProcessGroup(stack_env(bootstrap=",".join(kafka.KAFKA_BOOTSTRAP_SERVERS), prefix=kafka.KAFKA_TOPIC_PREFIX), tmp_path)
     yield running
     running.stop_all()
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         print(running.logs())
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint whose answer depends on the path: /ok, /down (503), /bad (400),
+    /busy (429), /flaky (503 twice per notification, then 200)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str, bytes]] = []
+        self.down_paths: set[str] = {"/down"}
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                key = self.headers.get("Idempotency-Key", "")
+                receiver.requests.append((self.path, key, body))
+                seen = sum(1 for path, k, _ in receiver.requests if path == self.path and k == key)
+                if self.path in receiver.down_paths:
+                    status = 503
+                elif self.path == "/bad":
+                    status = 400
+                elif self.path == "/flaky":
+                    status = 503 if seen <= 2 else 200
+                elif self.path == "/busy":
+                    status = 429
+                else:
+                    status = 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def requests_for(self, path: str) -> list[tuple[str, str, bytes]]:
+        return [r for r in self.requests if r[0] == path]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook_receiver():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 from campaigns import selectors, services
 from campaigns.serializers import CampaignCreateInput, CampaignOutput
 from notifications_project.api import NewestFirstCursorPagination
+from notifications_project.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 
 
 class Conflict(APIException):
@@ -37,7 +38,8 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         params = self.request.query_params
         return selectors.campaign_list(status=params.get("status"), kind=params.get("kind"))
 
-    @extend_schema(request=CampaignCreateInput, responses={201: CampaignOutput})
+    @extend_schema(request=CampaignCreateInput, responses={201: CampaignOutput}, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def create(self, request):
         return _create(request)
 
@@ -56,6 +58,7 @@ class SeedOfferView(APIView):
 
     max_body_bytes = CAMPAIGN_BODY_MAX_BYTES
 
-    @extend_schema(request=CampaignCreateInput, responses={201: CampaignOutput})
+    @extend_schema(request=CampaignCreateInput, responses={201: CampaignOutput}, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def post(self, request):
         return _create(request)

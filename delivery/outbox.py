@@ -36,8 +36,8 @@ def outbox_enqueue_many(*, events: Iterable[OutboxEvent]) -> None:
 class OutboxRelay:
     """Moves outbox rows to Kafka. Wakes on PostgreSQL NOTIFY (a trigger on the table), else polls."""
 
-    def __init__(self, *, producer=None, batch_size: int | None = None, poll_interval: float = 0.2):
-        self.producer = producer or broker.producer_create(linger_ms=0)
+    def __init__(self, *, batch_size: int | None = None, poll_interval: float = 0.2):
+        self.producer = broker.producer_create(linger_ms=0)
         self.batch_size = batch_size or settings.RELAY_BATCH_SIZE
         self.poll_interval = poll_interval
         self._listen_conn: psycopg.Connection | None = None
@@ -77,6 +77,11 @@ class OutboxRelay:
             self._listen_conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         for _ in self._listen_conn.notifies(timeout=timeout, stop_after=1):
             break
+
+    def producer_reset(self) -> None:
+        """After a broker error: an idempotent producer that failed stays failed, so start a new one."""
+        self.producer.close(timeout=1)
+        self.producer = broker.producer_create(linger_ms=0)
 
     def close(self) -> None:
         if self._listen_conn is not None:

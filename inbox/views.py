@@ -20,6 +20,7 @@ from inbox.serializers import (
     SeedSendInput,
 )
 from notifications_project.api import NewestFirstCursorPagination
+from notifications_project.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 
 
 def _accepted(task) -> Response:
@@ -29,7 +30,9 @@ def _accepted(task) -> Response:
 class NotificationSendView(APIView):
     """Send one user-to-user notification (follow, mention, like, custom)."""
 
-    @extend_schema(request=NotificationSendInput, responses={202: NotificationAcceptedOutput})
+    @extend_schema(request=NotificationSendInput, responses={202: NotificationAcceptedOutput},
+                   parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def post(self, request):
         serializer = NotificationSendInput(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -39,7 +42,8 @@ class NotificationSendView(APIView):
 class SeedSendView(APIView):
     """The first seed's POST /send (fromID, toID, message); the kind is `custom`."""
 
-    @extend_schema(request=SeedSendInput, responses={202: NotificationAcceptedOutput})
+    @extend_schema(request=SeedSendInput, responses={202: NotificationAcceptedOutput}, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def post(self, request):
         serializer = SeedSendInput(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -21,6 +21,13 @@ def _topics_ensure_quietly() -> None:
         logger.warning("relay: the broker had lost topics; created %s again", ", ".join(created))
 
 
+def _producer_reset_quietly(relay: OutboxRelay) -> None:
+    try:
+        relay.producer_reset()
+    except KafkaError as exc:
+        logger.warning("relay: cannot reach the broker yet (%s)", exc)
+
+
 class Command(BaseCommand):
     help = "Publish the API's outbox to Kafka (run exactly one per stack: it keeps each key's order)."
 
@@ -52,6 +59,7 @@ class Command(BaseCommand):
                     delay = min(delay * 2, 15.0)
                     if isinstance(exc, KafkaError):
                         _topics_ensure_quietly()  # a broker that restarted empty has lost its topics
+                        _producer_reset_quietly(relay)
                 if time.monotonic() - last_log >= 5 and published != logged:
                     logger.info("relay: %d events published (%d in the last %.0f s)",
                                 published, published - logged, time.monotonic() - last_log)

@@ -48,6 +48,18 @@ class Outgoing:
     email: str = ""
     push_endpoint: str = ""
 
+    def content(self) -> dict:
+        """What is stored with a channel delivery for its retries (the address is read afresh)."""
+        return {
+            "notification_id": self.notification_id, "recipient": self.recipient, "kind": self.kind,
+            "message": self.message, "title": self.title, "sender": self.sender, "data": self.data,
+            "campaign_id": self.campaign_id, "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_content(cls, content: dict, *, email: str, push_endpoint: str) -> "Outgoing":
+        return cls(**content, email=email, push_endpoint=push_endpoint)
+
     def as_json(self) -> bytes:
         return orjson.dumps({
             "id": self.notification_id, "recipient": self.recipient, "kind": self.kind, "sender": self.sender,

@@ -75,6 +75,9 @@ class ChannelDelivery(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+    # What to send (the recipient's address is read afresh at each attempt): retries need no inbox row,
+    # which a recipient who opted out of in-app notifications does not have.
+    content = models.JSONField(default=dict, blank=True)
     # Where the task was read: the provenance its dead letter carries.
     origin_topic = models.CharField(max_length=200, blank=True)
     origin_partition = models.IntegerField(null=True, blank=True)

@@ -32,7 +32,6 @@ from delivery.models import (
 )
 from delivery.outbox import outbox_enqueue, outbox_enqueue_many
 from inbox import services as inbox_services
-from inbox.models import Notification
 from notifications_project.db import bulk_insert
 
 logger = logging.getLogger(__name__)
@@ -80,24 +79,38 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
             create={t.recipient for t in unique_tasks if t.campaign_id is None},
         )
         campaigns = campaign_selectors.campaigns_by_id(ids={t.campaign_id for t in unique_tasks if t.campaign_id})
+        preferences = inbox_services.preferences_of(recipient_pks=[r.pk for r in recipients.values()])
 
         outcomes: dict[str, tuple[str, str]] = {}
+        routes: dict[str, tuple[bool, list[str]]] = {}  # notification id -> (in-app?, external channels)
         for task in unique_tasks:
             campaign = campaigns.get(task.campaign_id) if task.campaign_id else None
+            recipient = recipients.get(task.recipient)
             if task.campaign_id and campaign is None:
                 outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "campaign not found")
             elif campaign is not None and campaign.status == CampaignStatus.CANCELLED:
                 outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "campaign cancelled")
-            elif task.recipient not in recipients:
+            elif recipient is None:
                 outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "recipient deleted")
             else:
-                outcomes[task.notification_id] = (DeliveryOutcome.DELIVERED, "")
+                kind = campaign.kind if campaign else task.kind
+                kinds, channels = preferences.get(recipient.pk, ({}, {}))
+                in_app = channels.get("in_app", True)
+                external = [c for c in channels_for(push_endpoint=recipient.push_endpoint, email=recipient.email)
+                            if channels.get(c, True)]
+                if kinds.get(kind) is False:
+                    outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, f"opted out of {kind}")
+                elif not in_app and not external:
+                    outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "opted out of every channel")
+                else:
+                    outcomes[task.notification_id] = (DeliveryOutcome.DELIVERED, "")
+                    routes[task.notification_id] = (in_app, external)
 
         claimed = _ledger_claim(tasks=unique_tasks, outcomes=outcomes, settled_at=now)
         result.duplicates += len(unique_tasks) - len(claimed)
 
         inbox_rows: list[tuple] = []
-        outgoing: list[Outgoing] = []
+        channel_rows: list[tuple[Outgoing, str]] = []
         progress: dict[int, Counter] = {}
         for task in unique_tasks:
             if task.notification_id not in claimed:
@@ -114,16 +127,19 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
             else:
                 content = (task.kind, task.sender, "", task.message, task.data, None, datetime.fromisoformat(task.created_at))
             recipient = recipients[task.recipient]
-            inbox_rows.append((task.notification_id, recipient.pk, *content, now))
-            if channels_for(push_endpoint=recipient.push_endpoint, email=recipient.email):
+            in_app, external = routes[task.notification_id]
+            if in_app:
+                inbox_rows.append((task.notification_id, recipient.pk, *content, now))
+            if external:
                 kind, sender, title, message, data, campaign_id, created_at = content
-                outgoing.append(Outgoing(
+                item = Outgoing(
                     notification_id=task.notification_id, recipient=task.recipient, kind=kind, message=message,
                     title=title, sender=sender, data=data, campaign_id=campaign_id, created_at=created_at.isoformat(),
                     email=recipient.email, push_endpoint=recipient.push_endpoint,
-                ))
+                )
+                channel_rows += [(item, channel) for channel in external]
         inbox_services.notifications_insert(rows=inbox_rows)
-        result.sends = _channel_deliveries_create(outgoing=outgoing, origins=origins, now=now)
+        result.sends = _channel_deliveries_create(channel_rows=channel_rows, origins=origins, now=now)
         result.sends += _pending_sends_of(notification_ids=[t.notification_id for t in unique_tasks if t.notification_id not in claimed])
         for campaign_id, counts in progress.items():
             campaign_services.campaign_progress_add(
@@ -150,24 +166,23 @@ def _ledger_claim(*, tasks: Sequence[NotificationTask], outcomes: dict[str, tupl
     return {row[0] for row in inserted}
 
 
-def _channel_deliveries_create(*, outgoing: list[Outgoing], origins: Mapping[str, Origin], now) -> list[ChannelSend]:
-    rows, keys = [], []
-    for item in outgoing:
+def _channel_deliveries_create(*, channel_rows: list[tuple[Outgoing, str]], origins: Mapping[str, Origin], now) -> list[ChannelSend]:
+    rows = []
+    for item, channel in channel_rows:
         origin = origins.get(item.notification_id)
-        for channel in channels_for(push_endpoint=item.push_endpoint, email=item.email):
-            rows.append((
-                item.notification_id, channel, item.recipient, item.campaign_id, ChannelDeliveryStatus.PENDING, 0, "", now,
-                origin.topic if origin else "", origin.partition if origin else None, origin.offset if origin else None,
-            ))
-            keys.append((item, channel))
+        rows.append((
+            item.notification_id, channel, item.recipient, item.campaign_id, ChannelDeliveryStatus.PENDING, 0, "", now,
+            item.content(), origin.topic if origin else "", origin.partition if origin else None,
+            origin.offset if origin else None,
+        ))
     ids = bulk_insert(
         model=ChannelDelivery,
         columns=("notification_id", "channel", "recipient_external_id", "campaign_id", "status", "attempts",
-                 "last_error", "updated_at", "origin_topic", "origin_partition", "origin_offset"),
+                 "last_error", "updated_at", "content", "origin_topic", "origin_partition", "origin_offset"),
         rows=rows,
         returning="id",
     )
-    return [ChannelSend(row[0], channel, 1, item) for row, (item, channel) in zip(ids, keys)]
+    return [ChannelSend(row[0], channel, 1, item) for row, (item, channel) in zip(ids, channel_rows)]
 
 
 def _pending_sends_of(*, notification_ids: list[str]) -> list[ChannelSend]:
@@ -188,22 +203,16 @@ def channel_retries_claim(*, retries: Sequence[ChannelRetry]) -> list[ChannelSen
 
 
 def _sends_for(rows: list[ChannelDelivery]) -> list[ChannelSend]:
-    """Load what to send from the inbox; a notification whose recipient was deleted is skipped."""
-    notifications = {
-        n.notification_id: n
-        for n in Notification.objects.filter(notification_id__in={r.notification_id for r in rows}).select_related("recipient")
-    }
+    """What to send, with the recipient's current address; a recipient deleted meanwhile is skipped."""
+    recipients = inbox_services.recipients_resolve(external_ids={r.recipient_external_id for r in rows}, create=set())
     sends, gone = [], []
     for row in rows:
-        n = notifications.get(row.notification_id)
-        if n is None:
+        recipient = recipients.get(row.recipient_external_id)
+        if recipient is None:
             gone.append(row.id)
             continue
-        sends.append(ChannelSend(row.id, row.channel, row.attempts + 1, Outgoing(
-            notification_id=n.notification_id, recipient=n.recipient.external_id, kind=n.kind, message=n.message,
-            title=n.title, sender=n.sender, data=n.data, campaign_id=n.campaign_id, created_at=n.created_at.isoformat(),
-            email=n.recipient.email, push_endpoint=n.recipient.push_endpoint,
-        )))
+        outgoing = Outgoing.from_content(row.content, email=recipient.email, push_endpoint=recipient.push_endpoint)
+        sends.append(ChannelSend(row.id, row.channel, row.attempts + 1, outgoing))
     if gone:
         ChannelDelivery.objects.filter(id__in=gone).update(
             status=ChannelDeliveryStatus.SKIPPED, last_error="recipient deleted", updated_at=timezone.now()

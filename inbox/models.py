@@ -1,5 +1,7 @@
 from django.db import models
+from django.db.models import Value
 from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 
@@ -51,8 +53,35 @@ class Recipient(models.Model):
 
 
 class NotificationQuerySet(models.QuerySet):
+    """Read-state verbs return the number of rows they changed."""
+
     def for_recipient(self, recipient: Recipient) -> "NotificationQuerySet":
         return self.filter(recipient=recipient)
+
+    def unread(self) -> "NotificationQuerySet":
+        return self.filter(read_at__isnull=True, archived_at__isnull=True)
+
+    def unarchived(self) -> "NotificationQuerySet":
+        return self.filter(archived_at__isnull=True)
+
+    def archived(self) -> "NotificationQuerySet":
+        return self.filter(archived_at__isnull=False)
+
+    def mark_read(self) -> int:
+        now = timezone.now()
+        return self.filter(read_at__isnull=True).update(read_at=now, seen_at=Coalesce("seen_at", Value(now)))
+
+    def mark_unread(self) -> int:
+        return self.filter(read_at__isnull=False).update(read_at=None)
+
+    def mark_seen(self) -> int:
+        return self.filter(seen_at__isnull=True).update(seen_at=timezone.now())
+
+    def archive(self) -> int:
+        return self.filter(archived_at__isnull=True).update(archived_at=timezone.now())
+
+    def unarchive(self) -> int:
+        return self.filter(archived_at__isnull=False).update(archived_at=None)
 
 
 class Notification(models.Model):
@@ -78,6 +107,9 @@ class Notification(models.Model):
     )
     created_at = models.DateTimeField(help_text="When the API accepted the notification.")
     delivered_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     objects = NotificationQuerySet.as_manager()
 
@@ -85,7 +117,28 @@ class Notification(models.Model):
         indexes = [
             # The inbox page: one recipient, newest first (the cursor orders by -id).
             models.Index(fields=["recipient", "-id"], name="inbox_recipient_newest"),
+            # Unread count and the unread filter: only the unread rows of a recipient, newest first.
+            models.Index(
+                fields=["recipient", "-id"],
+                name="inbox_recipient_unread",
+                condition=models.Q(read_at__isnull=True, archived_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} for {self.recipient_id}: {self.message[:40]}"
+
+
+PREFERENCE_CHANNELS = ("in_app", "email", "webhook")
+
+
+class Preference(models.Model):
+    """A recipient's opt-outs: {"like": false} in kinds, {"email": false} in channels. Absent means on."""
+
+    recipient = models.OneToOneField(Recipient, on_delete=models.CASCADE, primary_key=True, related_name="preference")
+    kinds = models.JSONField(default=dict, blank=True)
+    channels = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"preferences of {self.recipient_id}"

@@ -1,12 +1,32 @@
 from django.db.models import QuerySet
 
-from inbox.models import Notification, Recipient
+from inbox.models import Notification, Preference, Recipient
 
 
-def notification_list(*, recipient_external_id: str) -> QuerySet[Notification]:
-    """One recipient's inbox (ordering is the paginator's: newest first). An unknown recipient has an
-    empty inbox: the product may read a feed before its first notification arrives."""
-    return Notification.objects.filter(recipient__external_id=recipient_external_id)
+def notification_list(
+    *, recipient_external_id: str, unread: bool | None = None, kind: str | None = None, archived: bool = False
+) -> QuerySet[Notification]:
+    """One recipient's inbox (ordering is the paginator's: newest first), without the archived
+    notifications unless `archived`. An unknown recipient has an empty inbox: the product may read a
+    feed before its first notification arrives."""
+    notifications = Notification.objects.filter(recipient__external_id=recipient_external_id)
+    notifications = notifications.archived() if archived else notifications.unarchived()
+    if unread is True:
+        notifications = notifications.filter(read_at__isnull=True)
+    elif unread is False:
+        notifications = notifications.filter(read_at__isnull=False)
+    if kind:
+        notifications = notifications.filter(kind=kind)
+    return notifications
+
+
+def notification_unread_count(*, recipient_external_id: str) -> int:
+    return Notification.objects.filter(recipient__external_id=recipient_external_id).unread().count()
+
+
+def preference_get(*, recipient_external_id: str) -> dict:
+    preference = Preference.objects.filter(recipient__external_id=recipient_external_id).first()
+    return {"kinds": preference.kinds if preference else {}, "channels": preference.channels if preference else {}}
 
 
 def recipient_list(*, email: str | None = None, locale: str | None = None, attributes: dict[str, str] | None = None):

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from inbox.models import USER_TO_USER_KINDS, Notification, Recipient
+from inbox.models import PREFERENCE_CHANNELS, USER_TO_USER_KINDS, Notification, NotificationKind, Recipient
 from notifications_project.fields import ChoiceWithListField, DataField, RecipientIdField
 
 MESSAGE_MAX_LENGTH = 2000
@@ -42,7 +42,67 @@ class NotificationOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Notification
-        fields = ["id", "kind", "sender", "title", "message", "data", "campaign", "created_at", "delivered_at"]
+        fields = [
+            "id", "kind", "sender", "title", "message", "data", "campaign", "created_at", "delivered_at",
+            "seen_at", "read_at", "archived_at",
+        ]
+
+
+class InboxFilterInput(serializers.Serializer):
+    unread = serializers.BooleanField(required=False, allow_null=True, default=None)
+    kind = ChoiceWithListField(choices=NotificationKind.values, required=False)
+    archived = serializers.BooleanField(required=False, default=False)
+
+
+class ReadAllInput(serializers.Serializer):
+    up_to = serializers.CharField(required=False, max_length=160,
+                                  help_text="Mark only this notification and the older ones.")
+
+
+class ReadAllOutput(serializers.Serializer):
+    marked = serializers.IntegerField()
+
+
+class UnreadCountOutput(serializers.Serializer):
+    count = serializers.IntegerField()
+
+
+class _StrictBooleanField(serializers.BooleanField):
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            raise serializers.ValidationError("Must be true or false.")
+        return data
+
+
+class _OptOutsField(serializers.DictField):
+    def __init__(self, *, keys: tuple[str, ...], **kwargs):
+        self.valid_keys = keys
+        super().__init__(child=_StrictBooleanField(), **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        unknown = sorted(set(value) - set(self.valid_keys))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown keys {unknown}; valid keys: {', '.join(self.valid_keys)}.")
+        return value
+
+
+class PreferenceInput(serializers.Serializer):
+    kinds = _OptOutsField(keys=tuple(NotificationKind.values), required=False, default=dict,
+                          help_text='Per kind, false to opt out: {"like": false}.')
+    channels = _OptOutsField(keys=PREFERENCE_CHANNELS, required=False, default=dict,
+                             help_text='Per channel, false to opt out: {"email": false}.')
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - {"kinds", "channels"}) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({"non_field_errors": [f"Unknown keys {unknown}; valid keys: kinds, channels."]})
+        return attrs
+
+
+class RecipientTokenOutput(serializers.Serializer):
+    token = serializers.CharField()
+    expires_at = serializers.DateTimeField()
 
 
 RECIPIENTS_PER_REQUEST_MAX = 10_000

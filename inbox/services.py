@@ -9,7 +9,7 @@ from django.utils import timezone
 from delivery import broker
 from delivery.messages import NotificationTask
 from delivery.outbox import outbox_enqueue
-from inbox.models import Notification, Recipient
+from inbox.models import Notification, NotificationQuerySet, Preference, Recipient
 from notifications_project.db import bulk_copy, bulk_insert, values_for_keys
 
 
@@ -28,6 +28,12 @@ def notification_send(*, sender: str, recipient: str, kind: str, message: str, d
     with transaction.atomic():
         outbox_enqueue(topic=broker.NOTIFICATIONS_SEND, key=recipient, payload=task.encode())
     return task
+
+
+def preferences_of(*, recipient_pks: list[int]) -> dict[int, tuple[dict, dict]]:
+    """Opt-outs (kinds, channels) of the recipients that have any."""
+    rows = values_for_keys(model=Preference, key="recipient", keys=recipient_pks, columns=("recipient", "kinds", "channels"))
+    return {pk: (kinds, channels) for pk, kinds, channels in rows}
 
 
 NOTIFICATION_INSERT_COLUMNS = (
@@ -112,3 +118,38 @@ def recipient_update(*, recipient: Recipient, **fields) -> Recipient:
 def recipient_delete(*, recipient: Recipient) -> None:
     """Erase a recipient with its inbox (its queued campaign tasks are then skipped)."""
     recipient.delete()
+
+
+READ_STATE_ACTIONS = {
+    "read": NotificationQuerySet.mark_read,
+    "unread": NotificationQuerySet.mark_unread,
+    "seen": NotificationQuerySet.mark_seen,
+    "archive": NotificationQuerySet.archive,
+    "unarchive": NotificationQuerySet.unarchive,
+}
+
+
+def notification_mark(*, recipient_external_id: str, notification_id: str, action: str) -> Notification:
+    """Apply a read-state action to one notification of one recipient; raises Notification.DoesNotExist."""
+    notifications = Notification.objects.filter(recipient__external_id=recipient_external_id, notification_id=notification_id)
+    READ_STATE_ACTIONS[action](notifications)
+    return notifications.get()
+
+
+def notifications_mark_all_read(*, recipient_external_id: str, up_to: str | None = None) -> int:
+    """Mark every unread notification read, or only those up to (and including) the notification `up_to`."""
+    notifications = Notification.objects.filter(recipient__external_id=recipient_external_id)
+    if up_to is not None:
+        newest = notifications.filter(notification_id=up_to).values_list("id", flat=True).first()
+        if newest is None:
+            raise Notification.DoesNotExist(up_to)
+        notifications = notifications.filter(id__lte=newest)
+    return notifications.mark_read()
+
+
+def preference_set(*, recipient_external_id: str, kinds: dict[str, bool], channels: dict[str, bool]) -> Preference:
+    """Replace a recipient's opt-outs (creating the recipient if the product has not registered it yet)."""
+    with transaction.atomic():
+        recipient, _ = Recipient.objects.get_or_create(external_id=recipient_external_id)
+        preference, _ = Preference.objects.update_or_create(recipient=recipient, defaults={"kinds": kinds, "channels": channels})
+    return preference

@@ -6,12 +6,23 @@ from inbox import views
 router = SimpleRouter()
 router.register("recipients", views.RecipientViewSet, basename="recipient")
 
+inbox_list = views.InboxViewSet.as_view({"get": "list"})
+inbox_read_all = views.InboxViewSet.as_view({"post": "read_all"})
+inbox_unread_count = views.InboxViewSet.as_view({"get": "unread_count"})
+inbox_mark = views.InboxViewSet.as_view({"post": "mark"})
+
+INBOX = "recipients/<str:recipient_id>/notifications/"
+
 urlpatterns = [
     path("notifications/", views.NotificationSendView.as_view(), name="notification-send"),
-    path(
-        "recipients/<str:recipient_id>/notifications/",
-        views.RecipientNotificationListView.as_view(),
-        name="recipient-notification-list",
+    path(INBOX, inbox_list, name="inbox-list"),
+    path(f"{INBOX}read-all/", inbox_read_all, name="inbox-read-all"),
+    path(f"{INBOX}unread-count/", inbox_unread_count, name="inbox-unread-count"),
+    *(
+        path(f"{INBOX}<str:notification_id>/{action}/", inbox_mark, {"action": action}, name=f"inbox-{action}")
+        for action in ("read", "unread", "seen", "archive", "unarchive")
     ),
+    path("recipients/<str:recipient_id>/preferences/", views.PreferenceView.as_view(), name="recipient-preferences"),
+    path("recipients/<str:recipient_id>/tokens/", views.RecipientTokenView.as_view(), name="recipient-tokens"),
     *router.urls,
 ]

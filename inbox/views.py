@@ -1,18 +1,23 @@
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
-from rest_framework.exceptions import ValidationError
-from rest_framework.generics import ListAPIView
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inbox import selectors, services
-from inbox.models import NotificationKind
+from inbox.models import Notification, NotificationKind
 from inbox.serializers import (
     RECIPIENTS_PER_REQUEST_MAX,
+    InboxFilterInput,
     NotificationAcceptedOutput,
     NotificationOutput,
     NotificationSendInput,
+    PreferenceInput,
+    ReadAllInput,
+    ReadAllOutput,
+    RecipientTokenOutput,
+    UnreadCountOutput,
     RecipientInput,
     RecipientOutput,
     RecipientUpdateInput,
@@ -21,6 +26,8 @@ from inbox.serializers import (
 )
 from notifications_project.api import NewestFirstCursorPagination
 from notifications_project.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
+from notifications_project.permissions import InboxAccess
+from notifications_project.recipient_tokens import recipient_token_issue
 
 
 def _accepted(task) -> Response:
@@ -54,14 +61,77 @@ class SeedSendView(APIView):
         return _accepted(task)
 
 
-class RecipientNotificationListView(ListAPIView):
-    """A recipient's inbox, newest first (cursor-paginated, `page_size` up to 200)."""
+class InboxViewSet(viewsets.GenericViewSet):
+    """A recipient's inbox: services, staff, or that recipient's own token (Authorization: Bearer ...).
+
+    The list is newest first with an opaque cursor, `page_size` up to 200, and filters `unread`
+    (true/false), `kind`, and `archived` (archived notifications are listed only with archived=true).
+    """
 
     serializer_class = NotificationOutput
     pagination_class = NewestFirstCursorPagination
+    permission_classes = [InboxAccess]
 
     def get_queryset(self):
-        return selectors.notification_list(recipient_external_id=self.kwargs["recipient_id"])
+        filters = InboxFilterInput(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.notification_list(recipient_external_id=self.kwargs["recipient_id"], **filters.validated_data)
+
+    @extend_schema(parameters=[InboxFilterInput])
+    def list(self, request, recipient_id):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(NotificationOutput(page, many=True).data)
+
+    @extend_schema(request=None, responses={200: NotificationOutput})
+    def mark(self, request, recipient_id, notification_id, action):
+        try:
+            notification = services.notification_mark(
+                recipient_external_id=recipient_id, notification_id=notification_id, action=action
+            )
+        except Notification.DoesNotExist:
+            raise NotFound(f"Recipient {recipient_id} has no notification {notification_id}.") from None
+        return Response(NotificationOutput(notification).data)
+
+    @extend_schema(request=ReadAllInput, responses={200: ReadAllOutput})
+    def read_all(self, request, recipient_id):
+        serializer = ReadAllInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            marked = services.notifications_mark_all_read(recipient_external_id=recipient_id, **serializer.validated_data)
+        except Notification.DoesNotExist:
+            raise ValidationError({"up_to": ["No such notification in this inbox."]}) from None
+        return Response(ReadAllOutput({"marked": marked}).data)
+
+    @extend_schema(responses={200: UnreadCountOutput})
+    def unread_count(self, request, recipient_id):
+        count = selectors.notification_unread_count(recipient_external_id=recipient_id)
+        return Response(UnreadCountOutput({"count": count}).data)
+
+
+class PreferenceView(APIView):
+    """A recipient's opt-outs, honoured by the worker (an opted-out delivery is skipped)."""
+
+    permission_classes = [InboxAccess]
+
+    @extend_schema(responses={200: PreferenceInput})
+    def get(self, request, recipient_id):
+        return Response(selectors.preference_get(recipient_external_id=recipient_id))
+
+    @extend_schema(request=PreferenceInput, responses={200: PreferenceInput})
+    def put(self, request, recipient_id):
+        serializer = PreferenceInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        preference = services.preference_set(recipient_external_id=recipient_id, **serializer.validated_data)
+        return Response({"kinds": preference.kinds, "channels": preference.channels})
+
+
+class RecipientTokenView(APIView):
+    """Issue a signed, expiring token with which the recipient's own client reads its inbox."""
+
+    @extend_schema(request=None, responses={201: RecipientTokenOutput})
+    def post(self, request, recipient_id):
+        token, expires_at = recipient_token_issue(recipient_id=recipient_id)
+        return Response(RecipientTokenOutput({"token": token, "expires_at": expires_at}).data, status=status.HTTP_201_CREATED)
 
 
 class RecipientViewSet(viewsets.GenericViewSet):

@@ -107,6 +107,14 @@ FAILURE_GUARD_RATIO = _setting("FAILURE_GUARD_RATIO", env.float, default=0.95, c
 vars().update(_setting("EMAIL_URL", env.email_url, default="consolemail://"))
 DEFAULT_FROM_EMAIL = _setting("DEFAULT_FROM_EMAIL", env.str, default="notifications@localhost")
 
+# --- End users ---------------------------------------------------------------------------------
+RECIPIENT_TOKEN_TTL_SECONDS = _setting("RECIPIENT_TOKEN_TTL_SECONDS", env.int, default=3600, check=_positive)
+# Per-token request rates ("<n>/<sec|min|hour|day>"; empty: no limit).
+THROTTLE_RATE_SERVICE = _setting("THROTTLE_RATE_SERVICE", env.str, default="")
+THROTTLE_RATE_RECIPIENT = _setting("THROTTLE_RATE_RECIPIENT", env.str, default="300/min")
+# Throttle counts live here; one process: the default; several processes: redis://... to share them.
+CACHES = {"default": _setting("CACHE_URL", env.cache_url, default="locmemcache://")}
+
 # --- Django --------------------------------------------------------------------------------------
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -178,9 +186,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = RECIPIENT_UPSERT_MAX_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
+        "notifications_project.recipient_tokens.RecipientTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["notifications_project.permissions.IsServiceClientOrStaff"],
+    "DEFAULT_THROTTLE_CLASSES": ["notifications_project.throttling.TokenRateThrottle"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.FormParser",

@@ -17,6 +17,6 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     # The seeds' routes, so their curl lines work as they are (plus the Authorization header).
     path("send", inbox_views.SeedSendView.as_view(), name="seed-send"),
-    path("notifications/<str:recipient_id>", inbox_views.RecipientNotificationListView.as_view(), name="seed-notifications"),
+    path("notifications/<str:recipient_id>", inbox_views.InboxViewSet.as_view({"get": "list"}), name="seed-notifications"),
     path("offers", campaign_views.SeedOfferView.as_view(), name="seed-offers"),
 ]

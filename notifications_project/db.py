@@ -77,7 +77,8 @@ def values_for_keys(*, model: type[models.Model], key: str, keys: Sequence, colu
     if connection.vendor != "postgresql":
         return list(model.objects.filter(**{f"{key}__in": list(keys)}).values_list(*columns))
     field = model._meta.get_field(key)
-    column_sql = ", ".join(connection.ops.quote_name(model._meta.get_field(c).column) for c in columns)
+    fields = [model._meta.get_field(c) for c in columns]
+    column_sql = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     sql = (
         f"SELECT {column_sql} FROM {connection.ops.quote_name(model._meta.db_table)} "
         f"WHERE {connection.ops.quote_name(field.column)} = ANY(%b::{field.db_type(connection)}[])"
@@ -85,7 +86,13 @@ def values_for_keys(*, model: type[models.Model], key: str, keys: Sequence, colu
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, [list(keys)])
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+    # Django's connection loads jsonb as text (its fields decode it): decode JSON columns here too.
+    json_columns = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    if json_columns:
+        rows = [tuple(orjson.loads(v) if i in json_columns and isinstance(v, str) else v for i, v in enumerate(row))
+                for row in rows]
+    return rows
 
 
 def bulk_copy(*, model: type[models.Model], columns: Sequence[str], rows: Sequence[tuple]) -> None:

@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from inbox import views
+from inbox.stream_views import notification_stream
 
 router = SimpleRouter()
 router.register("recipients", views.RecipientViewSet, basename="recipient")
@@ -18,6 +19,7 @@ urlpatterns = [
     path(INBOX, inbox_list, name="inbox-list"),
     path(f"{INBOX}read-all/", inbox_read_all, name="inbox-read-all"),
     path(f"{INBOX}unread-count/", inbox_unread_count, name="inbox-unread-count"),
+    path(f"{INBOX}stream/", notification_stream, name="inbox-stream"),
     *(
         path(f"{INBOX}<str:notification_id>/{action}/", inbox_mark, {"action": action}, name=f"inbox-{action}")
         for action in ("read", "unread", "seen", "archive", "unarchive")

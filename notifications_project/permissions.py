@@ -5,7 +5,7 @@ from rest_framework.permissions import BasePermission
 from notifications_project.recipient_tokens import RecipientPrincipal
 
 
-def _is_service_or_staff(request) -> bool:
+def is_service_or_staff(request) -> bool:
     user = request.user
     return bool(user and user.is_authenticated) and (isinstance(request.auth, Token) or user.is_staff)
 
@@ -17,7 +17,7 @@ class IsServiceClientOrStaff(BasePermission):
     message = "A service token (Authorization: Token <token>) or a staff login is required."
 
     def has_permission(self, request, view) -> bool:
-        return _is_service_or_staff(request)
+        return is_service_or_staff(request)
 
 
 class InboxAccess(BasePermission):
@@ -27,7 +27,7 @@ class InboxAccess(BasePermission):
     message = IsServiceClientOrStaff.message
 
     def has_permission(self, request, view) -> bool:
-        if _is_service_or_staff(request):
+        if is_service_or_staff(request):
             return True
         if isinstance(request.user, RecipientPrincipal):
             if request.user.recipient_id != view.kwargs.get("recipient_id"):

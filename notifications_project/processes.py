@@ -17,9 +17,13 @@ class ProcessGroup:
         self.processes: list[tuple[Path, subprocess.Popen]] = []
 
     def start(self, command: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        log_path = self.log_dir / f"{command}-{len(self.processes)}.log"
+        """A management command (run_worker, run_relay, ...)."""
+        return self.start_program(command, [sys.executable, str(BASE_DIR / "manage.py"), command, *args], env=env)
+
+    def start_program(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log_path = self.log_dir / f"{name}-{len(self.processes)}.log"
         process = subprocess.Popen(
-            [sys.executable, str(BASE_DIR / "manage.py"), command, *args],
+            argv,
             env={**self.env, **(env or {})},
             stdout=open(log_path, "wb"),
             stderr=subprocess.STDOUT,

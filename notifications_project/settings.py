@@ -112,6 +112,8 @@ RECIPIENT_TOKEN_TTL_SECONDS = _setting("RECIPIENT_TOKEN_TTL_SECONDS", env.int, d
 # Per-token request rates ("<n>/<sec|min|hour|day>"; empty: no limit).
 THROTTLE_RATE_SERVICE = _setting("THROTTLE_RATE_SERVICE", env.str, default="")
 THROTTLE_RATE_RECIPIENT = _setting("THROTTLE_RATE_RECIPIENT", env.str, default="300/min")
+# A comment line on every open live stream this often, so that proxies keep it open.
+SSE_HEARTBEAT_SECONDS = _setting("SSE_HEARTBEAT_SECONDS", env.float, default=15.0, check=_positive)
 # Throttle counts live here; one process: the default; several processes: redis://... to share them.
 CACHES = {"default": _setting("CACHE_URL", env.cache_url, default="locmemcache://")}
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole system: the development broker, the API on :8080 (and :8081, the seeds'
-# second port), the outbox relay, the campaign dispatcher and the worker. Ctrl-C stops everything.
+# second port), live streams on :8082, the outbox relay, the campaign dispatcher and the worker.
+# Ctrl-C stops everything.
 # Database: SQLite in ./db.sqlite3 unless DATABASE_URL (or .env) names PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,8 @@ for process in run_relay run_dispatcher run_worker; do
 done
 gunicorn notifications_project.wsgi --bind 127.0.0.1:8080 --bind 127.0.0.1:8081 --workers 2 \
     --access-logfile run/access.log > run/api.log 2>&1 & pids+=($!)
+# The live streams (Server-Sent Events) under ASGI; the request/response API stays on sync workers.
+uvicorn notifications_project.asgi:application --port 8082 --workers 1 > run/stream.log 2>&1 & pids+=($!)
 
 cat <<MSG
 
@@ -47,6 +50,7 @@ Running. Logs in ./run/. Ctrl-C stops everything.
 Try:
   curl -X POST http://localhost:8080/send -H "Authorization: Token $token" -d "fromID=2&toID=1&message=Tito started following you."
   curl http://localhost:8081/notifications/1 -H "Authorization: Token $token"
+  curl -N http://localhost:8082/api/v1/recipients/1/notifications/stream/ -H "Authorization: Token $token"
 MSG
 wait -n "${pids[@]}"
 echo "run-all: a process exited; see ./run/*.log"

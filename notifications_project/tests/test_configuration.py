@@ -54,16 +54,17 @@ def _compose() -> dict:
 def test_compose_runs_kafka_in_kraft_mode_postgres_16_and_the_four_processes():
     services = _compose()["services"]
 
-    assert {"kafka", "postgres", "api", "relay", "dispatcher", "worker"} <= set(services)
+    assert {"kafka", "postgres", "api", "stream", "relay", "dispatcher", "worker"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     assert services["postgres"]["image"] == "postgres:16"
     assert "gunicorn" in services["api"]["command"]
+    assert "uvicorn" in services["stream"]["command"]
     for name, command in [("relay", "run_relay"), ("dispatcher", "run_dispatcher"), ("worker", "run_worker")]:
         assert command in services[name]["command"]
 
 
-@pytest.mark.parametrize("name", ["kafka", "postgres", "api", "relay", "dispatcher", "worker"])
+@pytest.mark.parametrize("name", ["kafka", "postgres", "api", "stream", "relay", "dispatcher", "worker"])
 def test_every_long_running_compose_service_has_a_healthcheck(name):
     healthcheck = _compose()["services"][name]["healthcheck"]
 
@@ -71,7 +72,7 @@ def test_every_long_running_compose_service_has_a_healthcheck(name):
     assert healthcheck["interval"]
 
 
-@pytest.mark.parametrize("name", ["migrate", "api", "relay", "dispatcher", "worker"])
+@pytest.mark.parametrize("name", ["migrate", "api", "stream", "relay", "dispatcher", "worker"])
 def test_backend_services_are_configured_for_the_stack(name):
     service = _compose()["services"][name]
     environment = service["environment"]

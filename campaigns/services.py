@@ -13,7 +13,7 @@ from django.utils import timezone
 from campaigns import selectors
 from campaigns.models import Campaign, CampaignStatus
 from campaigns.segments import Segment, segment_parse
-from delivery import broker
+from delivery import broker, metrics
 from delivery.messages import CampaignCreated, NotificationTask
 from delivery.outbox import outbox_enqueue
 
@@ -75,6 +75,7 @@ def campaign_dispatch(
         for external_id in page:
             publish(NotificationTask(notification_id=f"{campaign_id}:{external_id}", recipient=external_id, campaign_id=campaign_id))
         produced += len(page)
+        metrics.FANOUT_TASKS.inc(len(page))
         if should_stop():
             raise FanOutInterrupted(f"campaign {campaign_id}: stopped after {produced} tasks; the fan-out will be redone")
         if time.monotonic() - last_report >= PROGRESS_SECONDS:

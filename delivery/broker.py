@@ -91,3 +91,19 @@ def topics_ensure(logical_topics: tuple[str, ...] = ALL_TOPICS) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def broker_reachable(timeout_ms: int = 2000) -> bool:
+    """Whether a Kafka-protocol broker answers a metadata request (readiness probes)."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=timeout_ms,
+                                 bootstrap_timeout_ms=timeout_ms)
+    except Exception:  # noqa: BLE001 - any failure to connect means "not ready"
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        admin.close()

@@ -12,8 +12,11 @@ finished and committed, then the consumer leaves its group.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
+import socket
 import signal
 import threading
 import time
@@ -21,16 +24,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
-from kafka.errors import CommitFailedError
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
+from django.utils import timezone
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from delivery import broker
+from delivery import broker, metrics
 from delivery.messages import Envelope, InvalidPayload, InvalidRecord, Origin
+from delivery.models import ConsumerHeartbeat
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_LOG_SECONDS = 5.0
+STATUS_SECONDS = 2.0
 
 
 class StopFlag:
@@ -94,6 +100,9 @@ class BatchConsumer:
         self.paused_until: dict[TopicPartition, float] = {}
         self.records_total = 0
         self.invalid_total = 0
+        self.group = broker.group_name(logical_group)
+        self.process_name = f"{name}@{socket.gethostname()}:{os.getpid()}"
+        self._last_status = 0.0
 
     def run(self) -> None:
         started = last_log = time.monotonic()
@@ -105,6 +114,7 @@ class BatchConsumer:
                 batches = self.consumer.poll(timeout_ms=200 if self.paused_until else 500)
                 if batches:
                     self._process(batches)
+                self._report_status()
                 now = time.monotonic()
                 if now - last_log >= PROGRESS_LOG_SECONDS and self.records_total != logged_records:
                     logger.info(
@@ -119,6 +129,29 @@ class BatchConsumer:
                 self.name, self.records_total, time.monotonic() - started,
             )
             self.consumer.close(autocommit=False)
+            with contextlib.suppress(DatabaseError):
+                ConsumerHeartbeat.objects.filter(process=self.process_name).delete()
+
+    def _report_status(self) -> None:
+        """Lag per partition (high watermark from fetches, never ListOffsets) to metrics and, every
+        few seconds, this process's heartbeat row for `manage.py status`."""
+        if time.monotonic() - self._last_status < STATUS_SECONDS:
+            return
+        self._last_status = time.monotonic()
+        lag = {}
+        try:
+            for tp in self.consumer.assignment():
+                highwater, position = self.consumer.highwater(tp), self.consumer.position(tp, timeout_ms=100)
+                if highwater is not None and position is not None:
+                    lag[f"{tp.topic}[{tp.partition}]"] = max(highwater - position, 0)
+                    metrics.CONSUMER_LAG.labels(self.name, tp.topic, tp.partition).set(max(highwater - position, 0))
+        except KafkaError:
+            pass
+        with contextlib.suppress(DatabaseError):  # an outage shows up elsewhere; status is best effort
+            ConsumerHeartbeat.objects.update_or_create(
+                process=self.process_name,
+                defaults={"group": self.group, "last_poll_at": timezone.now(), "records_total": self.records_total, "lag": lag},
+            )
 
     def _resume_due_partitions(self) -> None:
         now = time.time()
@@ -153,10 +186,16 @@ class BatchConsumer:
                     envelopes.append(Envelope(message, origin))
                 next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
 
+        started = time.perf_counter()
         if invalid:
             self._until_done(self.handle_invalid, invalid)
+            metrics.RECORDS_INVALID.labels(self.name).inc(len(invalid))
         if envelopes:
             self._until_done(self.handle_batch, envelopes)
+        metrics.BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels(self.name).observe(len(envelopes) + len(invalid))
+        for tp, records in batches.items():
+            metrics.RECORDS_CONSUMED.labels(self.name, tp.topic).inc(len(records))
         if next_offsets:
             try:
                 self.consumer.commit(next_offsets)

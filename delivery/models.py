@@ -127,3 +127,16 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.reason}: {self.notification_id or self.original_topic}"
+
+
+class ConsumerHeartbeat(models.Model):
+    """What each running consumer process last said of itself (for `manage.py status`)."""
+
+    process = models.CharField(max_length=200, primary_key=True, help_text="name@host:pid")
+    group = models.CharField(max_length=200)
+    last_poll_at = models.DateTimeField()
+    records_total = models.BigIntegerField(default=0)
+    lag = models.JSONField(default=dict, help_text="Records behind the high watermark, per topic[partition].")
+
+    def __str__(self) -> str:
+        return self.process

@@ -78,6 +78,9 @@ class OutboxRelay:
         for _ in self._listen_conn.notifies(timeout=timeout, stop_after=1):
             break
 
+    def backlog(self) -> int:
+        return OutboxEvent.objects.count()
+
     def producer_reset(self) -> None:
         """After a broker error: an idempotent producer that failed stays failed, so start a new one."""
         self.producer.close(timeout=1)

@@ -24,6 +24,7 @@ class TaskPublisher:
         future.add_errback(self._errors.append)
 
     def flush(self) -> None:
+        """Wait for every acknowledgement; raises PublishFailed if any task was refused."""
         try:
             self.producer.flush(timeout=120)
         except KafkaError as exc:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from campaigns import selectors as campaign_selectors
 from campaigns import services as campaign_services
 from campaigns.models import CampaignStatus
-from delivery import broker
+from delivery import broker, metrics
 from delivery.channels import ChannelError, Outgoing, channels_for
 from delivery.messages import MAX_PAYLOAD_BYTES, ChannelRetry, InvalidRecord, NotificationTask, Origin
 from delivery.models import (
@@ -54,6 +54,7 @@ class BatchResult:
     failed: int = 0
     duplicates: int = 0
     sends: list[ChannelSend] = field(default_factory=list)
+    by_outcome_and_kind: Counter = field(default_factory=Counter)
 
 
 def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str, Origin] | None = None) -> BatchResult:
@@ -117,11 +118,12 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
                 continue
             outcome = outcomes[task.notification_id][0]
             setattr(result, outcome, getattr(result, outcome) + 1)
+            campaign = campaigns.get(task.campaign_id) if task.campaign_id else None
+            result.by_outcome_and_kind[(outcome, campaign.kind if campaign else task.kind or "unknown")] += 1
             if task.campaign_id:
                 progress.setdefault(task.campaign_id, Counter())[outcome] += 1
             if outcome != DeliveryOutcome.DELIVERED:
                 continue
-            campaign = campaigns.get(task.campaign_id) if task.campaign_id else None
             if campaign:
                 content = (campaign.kind, "", campaign.title, campaign.body, campaign.data, campaign.id, campaign.created_at)
             else:
@@ -303,6 +305,8 @@ def dead_letters_record_invalid(*, records: Sequence[InvalidRecord]) -> None:
 def _dead_letters_store(letters: list[DeadLetter], events: list[OutboxEvent], keys: list[str] | None = None) -> None:
     """Save dead letters and add their dead-letter-topic records (payload, provenance in headers) to events."""
     DeadLetter.objects.bulk_create(letters)
+    for letter in letters:
+        metrics.DEAD_LETTERS.labels(letter.reason, letter.channel or "none").inc()
     for i, letter in enumerate(letters):
         headers = {
             "reason": letter.reason, "error": letter.error[:1000], "attempts": letter.attempts,

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
-from delivery import services
+from delivery import metrics, services
 from delivery.channels import ChannelError, channels_available
 from delivery.consumer import StopFlag
 from delivery.messages import ChannelRetry, Envelope, InvalidRecord, NotificationTask
@@ -59,13 +59,22 @@ class Worker:
         sends = []
         if tasks:
             origins = {e.message.notification_id: e.origin for e in envelopes if isinstance(e.message, NotificationTask)}
-            sends += services.deliveries_settle(tasks=tasks, origins=origins).sends
+            result = services.deliveries_settle(tasks=tasks, origins=origins)
+            sends += result.sends
+            for (outcome, kind), count in result.by_outcome_and_kind.items():
+                metrics.DELIVERIES.labels(outcome, kind).inc(count)
+            if logger.isEnabledFor(logging.DEBUG):  # one line per notification: costly at full speed
+                for task in tasks:
+                    logger.debug("settled notification", extra={
+                        "notification_id": task.notification_id, "campaign_id": task.campaign_id, "recipient": task.recipient})
         if retries:
             sends += services.channel_retries_claim(retries=retries)
         if not sends:
             return
         outcomes = list(zip(sends, self.pool.map(self._send, sends)))
         counts = services.channel_outcomes_record(outcomes=outcomes)
+        for send, error in outcomes:
+            metrics.CHANNEL_ATTEMPTS.labels(send.channel, "sent" if error is None else "failed").inc()
         errors = [str(error) for _, error in outcomes if error is not None]
         if counts.retried or counts.dead:
             logger.info("worker: %d sent, %d to retry, %d dead-lettered", counts.sent, counts.retried, counts.dead)

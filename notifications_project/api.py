@@ -16,8 +16,3 @@ class NewestFirstCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
-
-
-def healthz(request):
-    """The process is alive (unauthenticated, tells nothing about the system)."""
-    return JsonResponse({"status": "ok"})

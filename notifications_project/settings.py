@@ -107,6 +107,14 @@ FAILURE_GUARD_RATIO = _setting("FAILURE_GUARD_RATIO", env.float, default=0.95, c
 vars().update(_setting("EMAIL_URL", env.email_url, default="consolemail://"))
 DEFAULT_FROM_EMAIL = _setting("DEFAULT_FROM_EMAIL", env.str, default="notifications@localhost")
 
+# --- Operations -----------------------------------------------------------------------------------
+# Port on which run_worker / run_dispatcher / run_relay serve Prometheus metrics (0: off; or --metrics-port).
+METRICS_PORT = _setting("METRICS_PORT", env.int, default=0, check=lambda v: 0 <= v < 65536)
+# Bearer token that GET /metrics on the API requires (empty: /metrics answers 404).
+METRICS_TOKEN = _setting("METRICS_TOKEN", env.str, default="")
+# "json": one JSON object per log line (for log shippers); "plain": human-readable lines.
+LOG_FORMAT = _setting("LOG_FORMAT", env.str, default="plain", check=lambda v: v in {"plain", "json"})
+
 # --- End users ---------------------------------------------------------------------------------
 RECIPIENT_TOKEN_TTL_SECONDS = _setting("RECIPIENT_TOKEN_TTL_SECONDS", env.int, default=3600, check=_positive)
 # Per-token request rates ("<n>/<sec|min|hour|day>"; empty: no limit).
@@ -215,8 +223,11 @@ LOG_LEVEL = _setting("LOG_LEVEL", env.str, default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "delivery": {"level": LOG_LEVEL},

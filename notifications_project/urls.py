@@ -4,10 +4,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from campaigns import views as campaign_views
 from inbox import views as inbox_views
-from notifications_project.api import api_not_found, healthz
+from notifications_project import operations
+from notifications_project.api import api_not_found
 
 urlpatterns = [
-    path("healthz", healthz, name="healthz"),
+    path("healthz", operations.healthz, name="healthz"),
+    path("readyz", operations.readyz, name="readyz"),
+    path("metrics", operations.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -45,8 +45,9 @@ class Result:
 
 
 class BenchEnvironment:
-    def __init__(self, *, kafka: str | None = None):
+    def __init__(self, *, kafka: str | None = None, broker_needed: bool = True):
         self.kafka = kafka
+        self.broker_needed = broker_needed
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-"))
         self.dev_broker: DevBroker | None = None
         self.processes: ProcessGroup | None = None
@@ -57,6 +58,8 @@ class BenchEnvironment:
         if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
             raise SystemExit("bench: benchmarks run on PostgreSQL; set DATABASE_URL=postgres://...")
         self._database_recreate()
+        if not self.broker_needed:
+            return self
         if not self.kafka:
             self.dev_broker = DevBroker(self.workdir / "broker.log").start()
             self.kafka = self.dev_broker.bootstrap

@@ -1,9 +1,10 @@
 import logging
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from campaigns.services import FanOutInterrupted, campaign_dispatch
-from delivery import broker
+from delivery import broker, metrics
 from delivery.consumer import BatchConsumer, Heartbeat, StopFlag
 from delivery.messages import CampaignCreated, Envelope
 from delivery.publisher import TaskPublisher
@@ -17,8 +18,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--heartbeat-file", help="touched every second while alive (for healthchecks)")
+        parser.add_argument("--metrics-port", type=int, default=settings.METRICS_PORT, help="serve Prometheus metrics")
 
-    def handle(self, *args, heartbeat_file: str | None, **options):
+    def handle(self, *args, heartbeat_file: str | None, metrics_port: int, **options):
+        metrics.metrics_serve(metrics_port)
         broker.topics_ensure()
         stop = StopFlag()
         stop.install_signal_handlers()

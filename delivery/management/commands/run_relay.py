@@ -1,11 +1,12 @@
 import logging
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import InterfaceError, OperationalError, connection
 from kafka.errors import KafkaError
 
-from delivery import broker
+from delivery import broker, metrics
 from delivery.consumer import Heartbeat, StopFlag
 from delivery.outbox import OutboxRelay
 
@@ -33,8 +34,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--heartbeat-file", help="touched every second while alive (for healthchecks)")
+        parser.add_argument("--metrics-port", type=int, default=settings.METRICS_PORT, help="serve Prometheus metrics")
 
-    def handle(self, *args, heartbeat_file: str | None, **options):
+    def handle(self, *args, heartbeat_file: str | None, metrics_port: int, **options):
+        metrics.metrics_serve(metrics_port)
         broker.topics_ensure()
         stop = StopFlag()
         stop.install_signal_handlers()
@@ -51,6 +54,7 @@ class Command(BaseCommand):
                     relay.wait_for_events(timeout=1.0)
                     while not stop.is_set() and (count := relay.publish_pending()):
                         published += count
+                        metrics.OUTBOX_PUBLISHED.inc(count)
                     delay = 0.5
                 except (OperationalError, InterfaceError, KafkaError) as exc:
                     logger.warning("relay: %s; retrying in %.1f s (nothing is lost: events stay in the outbox)", exc, delay)
@@ -60,6 +64,8 @@ class Command(BaseCommand):
                     if isinstance(exc, KafkaError):
                         _topics_ensure_quietly()  # a broker that restarted empty has lost its topics
                         _producer_reset_quietly(relay)
+                if time.monotonic() - last_log >= 5:
+                    metrics.OUTBOX_BACKLOG.set(relay.backlog())
                 if time.monotonic() - last_log >= 5 and published != logged:
                     logger.info("relay: %d events published (%d in the last %.0f s)",
                                 published, published - logged, time.monotonic() - last_log)

@@ -3,7 +3,7 @@ import logging
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from delivery import broker
+from delivery import broker, metrics
 from delivery.consumer import BatchConsumer, Heartbeat, StopFlag
 from delivery.messages import ChannelRetry, NotificationTask
 from delivery.worker import Worker
@@ -20,8 +20,10 @@ class Command(BaseCommand):
             "--group", default=broker.WORKER_GROUP, help="consumer group (prefixed); another group re-reads the topic"
         )
         parser.add_argument("--heartbeat-file", help="touched every second while alive (for healthchecks)")
+        parser.add_argument("--metrics-port", type=int, default=settings.METRICS_PORT, help="serve Prometheus metrics")
 
-    def handle(self, *args, batch_size: int, group: str, heartbeat_file: str | None, **options):
+    def handle(self, *args, batch_size: int, group: str, heartbeat_file: str | None, metrics_port: int, **options):
+        metrics.metrics_serve(metrics_port)
         broker.topics_ensure()
         stop = StopFlag()
         stop.install_signal_handlers()

@@ -1,0 +1,23 @@
+"""Prometheus metrics of the pipeline processes (served on --metrics-port by each of them)."""
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECORDS_CONSUMED = Counter("notifications_records_consumed_total", "Records read from Kafka", ["process", "topic"])
+RECORDS_INVALID = Counter("notifications_records_invalid_total", "Records that were not ours (dead-lettered)", ["process"])
+DELIVERIES = Counter("notifications_deliveries_total", "Notifications settled by the worker", ["outcome", "kind"])
+CHANNEL_ATTEMPTS = Counter("notifications_channel_attempts_total", "External channel attempts", ["channel", "result"])
+DEAD_LETTERS = Counter("notifications_dead_letters_total", "Dead letters written", ["reason", "channel"])
+BATCH_SIZE = Histogram("notifications_batch_records", "Records per handled batch", ["process"],
+                       buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))
+BATCH_SECONDS = Histogram("notifications_batch_seconds", "Time to handle a batch (database and channels)", ["process"],
+                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+CONSUMER_LAG = Gauge("notifications_consumer_lag", "Records behind the high watermark", ["process", "topic", "partition"])
+OUTBOX_PUBLISHED = Counter("notifications_outbox_published_total", "Outbox events published by the relay")
+OUTBOX_BACKLOG = Gauge("notifications_outbox_backlog", "Outbox events waiting to be published")
+FANOUT_TASKS = Counter("notifications_fanout_tasks_total", "Tasks produced by the dispatcher")
+
+
+def metrics_serve(port: int) -> None:
+    """Serve /metrics on this port in a background thread (0: do not serve)."""
+    if port:
+        start_http_server(port)

@@ -64,7 +64,7 @@ def _scrape(port: int) -> str:
 
 
 def _metric(text: str, name: str, **labels) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # exposition order
     match = re.search(rf"^{name}\{{{wanted}\}} (\S+)$", text, re.M) if labels else re.search(rf"^{name} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
 

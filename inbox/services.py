@@ -25,8 +25,9 @@ def notification_send(*, sender: str, recipient: str, kind: str, message: str, d
         data=data,
         created_at=timezone.now().isoformat(),
     )
-    with transaction.atomic():
-        outbox_enqueue(topic=broker.NOTIFICATIONS_SEND, key=recipient, payload=task.encode())
+    # One INSERT in autocommit mode is its own transaction: no BEGIN/COMMIT round trips. Inside a
+    # caller's transaction (Idempotency-Key) it joins that one.
+    outbox_enqueue(topic=broker.NOTIFICATIONS_SEND, key=recipient, payload=task.encode())
     return task
 
 

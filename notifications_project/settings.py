@@ -115,6 +115,9 @@ METRICS_TOKEN = _setting("METRICS_TOKEN", env.str, default="")
 # "json": one JSON object per log line (for log shippers); "plain": human-readable lines.
 LOG_FORMAT = _setting("LOG_FORMAT", env.str, default="plain", check=lambda v: v in {"plain", "json"})
 
+# Routes a bare DRF endpoint for the api benchmark's ceiling (only on the benchmark's own server).
+BENCH_ENDPOINTS = _setting("BENCH_ENDPOINTS", _strict_bool, default=False)
+
 # --- End users ---------------------------------------------------------------------------------
 RECIPIENT_TOKEN_TTL_SECONDS = _setting("RECIPIENT_TOKEN_TTL_SECONDS", env.int, default=3600, check=_positive)
 # Per-token request rates ("<n>/<sec|min|hour|day>"; empty: no limit).

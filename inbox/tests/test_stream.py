@@ -1,58 +1,16 @@
 """The live stream (SSE under uvicorn) receives what the real worker delivers, and resumes."""
 
 import sys
-import threading
 
 import pytest
 import urllib3
 
 from conftest import wait_until
 from delivery.devbroker import free_port, port_open
+from notifications_project.bench.sse_client import StreamReader
 from notifications_project.recipient_tokens import recipient_token_issue
 
 pytestmark = pytest.mark.pipeline
-
-
-class StreamReader:
-    """Reads an SSE stream in a thread, collecting events and comments."""
-
-    def __init__(self, url: str, headers: dict[str, str]):
-        self.events: list[dict[str, str]] = []
-        self.comments: list[str] = []
-        self.response = urllib3.PoolManager().request("GET", url, headers=headers, preload_content=False,
-                                                      timeout=urllib3.Timeout(connect=5, read=30))
-        self.status = self.response.status
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        event: dict[str, str] = {}
-        try:
-            for raw in self._lines():
-                line = raw.rstrip("\n")
-                if not line:
-                    if "data" in event:  # not the opening "retry:" directive
-                        self.events.append(event)
-                    event = {}
-                elif line.startswith(":"):
-                    self.comments.append(line)
-                else:
-                    name, _, value = line.partition(": ")
-                    event[name] = value
-        except Exception:  # closed by the test
-            pass
-
-    def _lines(self):
-        buffer = b""
-        for chunk in self.response.stream(64, decode_content=True):
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                yield line.decode() + "\n"
-
-    def close(self):
-        self.response.release_conn()
-        self.response.close()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +11,14 @@ from django.db import connection
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.pipeline
-def test_fanout_benchmark_runs_in_quick_mode(db, tmp_path):
+def _bench(name: str, tmp_path) -> list[dict]:
     settings_dict = connection.settings_dict
     database_url = (
         f"postgres://{settings_dict['USER']}:{settings_dict['PASSWORD']}@{settings_dict['HOST'] or '127.0.0.1'}:"
         f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
     )
     result = subprocess.run(
-        [sys.executable, "manage.py", "bench", "fanout", "--quick", "--json", str(tmp_path / "results.json")],
+        [sys.executable, "manage.py", "bench", name, "--quick", "--json", str(tmp_path / "results.json")],
         cwd=BASE_DIR,
         env={**os.environ, "DATABASE_URL": database_url},
         capture_output=True,
@@ -27,8 +27,46 @@ def test_fanout_benchmark_runs_in_quick_mode(db, tmp_path):
     )
 
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+@pytest.mark.pipeline
+def test_fanout_benchmark_runs_in_quick_mode(db, tmp_path):
+    results = _bench("fanout", tmp_path)
     throughput = results[0]
     assert throughput["unit"] == "recipients/s" and throughput["figure"] > 0
     assert throughput["ceiling"] and throughput["ratio"] == round(throughput["figure"] / throughput["ceiling"], 3)
     assert {r["unit"] for r in results[1:]} == {"MB"}
+
+
+@pytest.mark.pipeline
+def test_inbox_benchmark_runs_in_quick_mode(db, tmp_path):
+    results = _bench("inbox", tmp_path)
+
+    assert [r["name"] for r in results] == [
+        "inbox p99 newest page (50)", "inbox p99 next page (cursor)", "inbox p99 unread count", "inbox p99 mark one read",
+        "inbox p99 unread page (50)",
+    ]
+    assert all(r["unit"] == "ms" and r["figure"] > 0 for r in results)
+
+
+@pytest.mark.pipeline
+def test_latency_benchmark_runs_in_quick_mode(db, tmp_path):
+    to_row, to_event = _bench("latency", tmp_path)
+
+    assert to_row["unit"] == to_event["unit"] == "ms"
+    assert 0 < to_row["figure"] <= to_event["figure"] + 50  # the event follows the row's commit
+    assert to_row["ceiling"] and to_row["ratio"]
+
+
+@pytest.mark.pipeline
+def test_api_benchmark_runs_in_quick_mode(db, tmp_path):
+    if not shutil.which("wrk"):
+        if os.environ.get("CI"):
+            pytest.fail("wrk is not installed; .ci/run installs Debian's package")
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    throughput, p99 = _bench("api", tmp_path)
+
+    assert throughput["unit"] == "req/s" and throughput["figure"] > 0 and throughput["ceiling"] > 0
+    assert "; 0 non-2xx" in throughput["note"]
+    assert p99["unit"] == "ms"

@@ -2,12 +2,14 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from notifications_project.bench import fanout, inbox
+from notifications_project.bench import fanout, inbox, serving
 from notifications_project.bench.harness import BenchEnvironment, results_write
 
 BENCHMARKS = {
     "fanout": "campaign to ALL_USERS, POST -> completed (recipients/s, peak RSS of dispatcher and worker)",
     "inbox": "newest page, next page, unread count, mark read for a user with 100,000 of 10,000,000 rows (p99 ms)",
+    "latency": "user-to-user at 100/s for 30 s: API answered -> row written, and -> SSE event received (p99 ms)",
+    "api": "POST /api/v1/notifications/ under load from wrk (req/s, p99), next to a bare DRF endpoint",
 }
 
 
@@ -31,6 +33,10 @@ class Command(BaseCommand):
             if name == "inbox":
                 results = inbox.run(total=100_000 if quick else 10_000_000, target_rows=10_000 if quick else 100_000,
                                     samples=50 if quick else 500)
+            if name == "latency":
+                results = serving.run_latency(env, rate=100, seconds=3 if quick else 30)
+            if name == "api":
+                results = serving.run_api(env, seconds=3 if quick else 30, connections=16, workers=4)
             if name == "fanout":
                 count = recipients or (2_000 if quick else 100_000)
                 if count < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,6 +81,7 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
         )
         campaigns = campaign_selectors.campaigns_by_id(ids={t.campaign_id for t in unique_tasks if t.campaign_id})
         preferences = inbox_services.preferences_of(recipient_pks=[r.pk for r in recipients.values()])
+        gateway = settings.PUSH_GATEWAY_URL
 
         outcomes: dict[str, tuple[str, str]] = {}
         routes: dict[str, tuple[bool, list[str]]] = {}  # notification id -> (in-app?, external channels)
@@ -95,10 +96,9 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
                 outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "recipient deleted")
             else:
                 kind = campaign.kind if campaign else task.kind
-                kinds, channels = preferences.get(recipient.pk, ({}, {}))
+                kinds, channels = preferences.get(recipient.pk, _NO_OPT_OUTS)
                 in_app = channels.get("in_app", True)
-                external = [c for c in channels_for(push_endpoint=recipient.push_endpoint, email=recipient.email)
-                            if channels.get(c, True)]
+                external = _external_channels(recipient, channels, gateway)
                 if kinds.get(kind) is False:
                     outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, f"opted out of {kind}")
                 elif not in_app and not external:
@@ -112,7 +112,7 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
 
         inbox_rows: list[tuple] = []
         channel_rows: list[tuple[Outgoing, str]] = []
-        progress: dict[int, Counter] = {}
+        progress: defaultdict[int, Counter] = defaultdict(Counter)
         for task in unique_tasks:
             if task.notification_id not in claimed:
                 continue
@@ -121,7 +121,7 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
             campaign = campaigns.get(task.campaign_id) if task.campaign_id else None
             result.by_outcome_and_kind[(outcome, campaign.kind if campaign else task.kind or "unknown")] += 1
             if task.campaign_id:
-                progress.setdefault(task.campaign_id, Counter())[outcome] += 1
+                progress[task.campaign_id][outcome] += 1
             if outcome != DeliveryOutcome.DELIVERED:
                 continue
             if campaign:
@@ -151,6 +151,16 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
                 failed=counts[DeliveryOutcome.FAILED],
             )
     return result
+
+
+_NO_OPT_OUTS: tuple[dict, dict] = ({}, {})
+
+
+def _external_channels(recipient, opt_outs: dict, gateway: str) -> list[str]:
+    """The external channels a recipient has and has not opted out of (most have none: fast path)."""
+    if not (recipient.email or recipient.push_endpoint or gateway):
+        return []
+    return [c for c in channels_for(push_endpoint=recipient.push_endpoint, email=recipient.email) if opt_outs.get(c, True)]
 
 
 def _ledger_claim(*, tasks: Sequence[NotificationTask], outcomes: dict[str, tuple[str, str]], settled_at) -> set[str]:

@@ -1,0 +1,27 @@
+"""Drop the LIKE (varchar_pattern_ops) indexes Django adds beside unique and primary-key CharFields on
+PostgreSQL, on the two tables every delivery writes: nothing searches notification ids by prefix, and
+each such index costs every insert. (A later AlterField of these fields would add them back.)"""
+
+from django.db import migrations
+
+DROP = """
+DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT indexname FROM pg_indexes
+             WHERE tablename IN ('delivery_delivery', 'inbox_notification') AND right(indexname, 5) = '_like'
+    LOOP
+        EXECUTE 'DROP INDEX ' || quote_ident(r.indexname);
+    END LOOP;
+END $$;
+"""
+
+
+def _drop(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(DROP)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("delivery", "0005_consumer_heartbeat"), ("inbox", "0007_drop_redundant_recipient_index")]
+    operations = [migrations.RunPython(_drop, migrations.RunPython.noop)]

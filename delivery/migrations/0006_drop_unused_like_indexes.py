@@ -4,6 +4,8 @@ each such index costs every insert. (A later AlterField of these fields would ad
 
 from django.db import migrations
 
+from notifications_project.migration_helpers import run_on_postgresql
+
 DROP = """
 DO $$
 DECLARE r record;
@@ -17,11 +19,6 @@ END $$;
 """
 
 
-def _drop(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP)
-
-
 class Migration(migrations.Migration):
     dependencies = [("delivery", "0005_consumer_heartbeat"), ("inbox", "0007_drop_redundant_recipient_index")]
-    operations = [migrations.RunPython(_drop, migrations.RunPython.noop)]
+    operations = [run_on_postgresql(DROP)]

@@ -104,7 +104,7 @@ def test_a_recipient_token_reads_and_marks_its_own_inbox(inbox):
     nid = inbox[0].notification_id
 
     assert len(client.get(INBOX.format(1)).json()["results"]) == 4
-    assert client.get(f"/notifications/1").status_code == 200
+    assert client.get("/notifications/1").status_code == 200
     assert client.post(f"{INBOX.format(1)}{nid}/read/").status_code == 200
     assert client.get(f"{INBOX.format(1)}unread-count/").json() == {"count": 3}
     assert client.put("/api/v1/recipients/1/preferences/", {"kinds": {"like": False}}, format="json").status_code == 200

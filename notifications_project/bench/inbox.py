@@ -13,7 +13,7 @@ import time
 
 from django.db import connection
 
-from inbox.models import Notification, Recipient
+from inbox.models import Notification
 from notifications_project.bench.fanout import api_client
 from notifications_project.bench.harness import Result
 

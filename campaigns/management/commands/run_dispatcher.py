@@ -1,11 +1,10 @@
 import logging
 
-from django.conf import settings
-from django.core.management.base import BaseCommand
 
 from campaigns.services import FanOutInterrupted, campaign_dispatch
-from delivery import broker, metrics
-from delivery.consumer import BatchConsumer, Heartbeat, StopFlag
+from delivery import broker
+from delivery.commands import PipelineCommand
+from delivery.consumer import BatchConsumer
 from delivery.messages import CampaignCreated, Envelope
 from delivery.publisher import TaskPublisher
 from delivery.services import dead_letters_record_invalid
@@ -13,20 +12,12 @@ from delivery.services import dead_letters_record_invalid
 logger = logging.getLogger("campaigns.dispatcher")
 
 
-class Command(BaseCommand):
+class Command(PipelineCommand):
     help = "Consume offers.created and fan each campaign out to one task per recipient on notifications.send."
 
-    def add_arguments(self, parser):
-        parser.add_argument("--heartbeat-file", help="touched every second while alive (for healthchecks)")
-        parser.add_argument("--metrics-port", type=int, default=settings.METRICS_PORT, help="serve Prometheus metrics")
-
     def handle(self, *args, heartbeat_file: str | None, metrics_port: int, **options):
-        metrics.metrics_serve(metrics_port)
-        broker.topics_ensure()
-        stop = StopFlag()
-        stop.install_signal_handlers()
+        stop, heartbeat = self.pipeline_start(heartbeat_file=heartbeat_file, metrics_port=metrics_port)
         publisher = TaskPublisher()
-        heartbeat = Heartbeat(heartbeat_file)
 
         def should_stop() -> bool:  # asked between pages of a fan-out
             heartbeat.beat()

@@ -1,13 +1,11 @@
 import logging
 import time
 
-from django.conf import settings
-from django.core.management.base import BaseCommand
 from django.db import InterfaceError, OperationalError, connection
 from kafka.errors import KafkaError
 
 from delivery import broker, metrics
-from delivery.consumer import Heartbeat, StopFlag
+from delivery.commands import PipelineCommand
 from delivery.outbox import OutboxRelay
 
 logger = logging.getLogger("delivery.relay")
@@ -29,20 +27,12 @@ def _producer_reset_quietly(relay: OutboxRelay) -> None:
         logger.warning("relay: cannot reach the broker yet (%s)", exc)
 
 
-class Command(BaseCommand):
+class Command(PipelineCommand):
     help = "Publish the API's outbox to Kafka (run exactly one per stack: it keeps each key's order)."
 
-    def add_arguments(self, parser):
-        parser.add_argument("--heartbeat-file", help="touched every second while alive (for healthchecks)")
-        parser.add_argument("--metrics-port", type=int, default=settings.METRICS_PORT, help="serve Prometheus metrics")
-
     def handle(self, *args, heartbeat_file: str | None, metrics_port: int, **options):
-        metrics.metrics_serve(metrics_port)
-        broker.topics_ensure()
-        stop = StopFlag()
-        stop.install_signal_handlers()
+        stop, heartbeat = self.pipeline_start(heartbeat_file=heartbeat_file, metrics_port=metrics_port)
         relay = OutboxRelay()
-        heartbeat = Heartbeat(heartbeat_file)
         published = logged = 0
         last_log = time.monotonic()
         delay = 0.5

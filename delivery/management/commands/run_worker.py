@@ -1,32 +1,29 @@
 import logging
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from delivery import broker, metrics
-from delivery.consumer import BatchConsumer, Heartbeat, StopFlag
+from delivery import broker
+from delivery.commands import PipelineCommand
+from delivery.consumer import BatchConsumer
 from delivery.messages import ChannelRetry, NotificationTask
 from delivery.worker import Worker
 
 logger = logging.getLogger("delivery.worker")
 
 
-class Command(BaseCommand):
+class Command(PipelineCommand):
     help = "Deliver notifications.send (and due notifications.retry) into inboxes and external channels."
 
     def add_arguments(self, parser):
+        super().add_arguments(parser)
         parser.add_argument("--batch-size", type=int, default=settings.WORKER_BATCH_SIZE)
         parser.add_argument(
             "--group", default=broker.WORKER_GROUP, help="consumer group (prefixed); another group re-reads the topic"
         )
-        parser.add_argument("--heartbeat-file", help="touched every second while alive (for healthchecks)")
-        parser.add_argument("--metrics-port", type=int, default=settings.METRICS_PORT, help="serve Prometheus metrics")
 
     def handle(self, *args, batch_size: int, group: str, heartbeat_file: str | None, metrics_port: int, **options):
-        metrics.metrics_serve(metrics_port)
-        broker.topics_ensure()
-        stop = StopFlag()
-        stop.install_signal_handlers()
+        stop, heartbeat = self.pipeline_start(heartbeat_file=heartbeat_file, metrics_port=metrics_port)
         worker = Worker(stop=stop)
         logger.info("worker: consuming %s and %s as group %s", broker.topic_name(broker.NOTIFICATIONS_SEND),
                     broker.topic_name(broker.NOTIFICATIONS_RETRY), broker.group_name(group))
@@ -40,7 +37,7 @@ class Command(BaseCommand):
                 due_at=worker.due_at,
                 max_poll_records=batch_size,
                 stop=stop,
-                heartbeat=Heartbeat(heartbeat_file),
+                heartbeat=heartbeat,
             ).run()
         finally:
             worker.close()

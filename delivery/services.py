@@ -289,8 +289,19 @@ def channel_outcomes_record(*, outcomes: Sequence[tuple[ChannelSend, ChannelErro
         outbox_enqueue_many(events=events)
     for letter in dead_letters:
         logger.warning("dead letter: %s via %s after %d attempt(s): %s", letter.notification_id, letter.channel,
-                       letter.attempts, letter.error)
+                       letter.attempts, letter.error, extra=_ids(letter.notification_id, letter.campaign_id,
+                                                                  letter.recipient_external_id))
+    for event in events:
+        if event.topic == broker.NOTIFICATIONS_RETRY:
+            retry = ChannelRetry.decode(bytes(event.payload))
+            logger.info("retry %d of %s via %s scheduled", retry.attempt, retry.notification_id, retry.channel,
+                        extra=_ids(retry.notification_id, None, retry.recipient))
     return counts
+
+
+def _ids(notification_id: str, campaign_id: int | None, recipient: str) -> dict:
+    """The ids a log line about one notification carries (fields of their own in JSON logs)."""
+    return {"notification_id": notification_id, "campaign_id": campaign_id, "recipient": recipient}
 
 
 def dead_letters_record_invalid(*, records: Sequence[InvalidRecord]) -> None:

@@ -187,14 +187,15 @@ def _channel_deliveries_create(*, channel_rows: list[tuple[Outgoing, str]], orig
             item.content(), origin.topic if origin else "", origin.partition if origin else None,
             origin.offset if origin else None,
         ))
-    ids = bulk_insert(
+    inserted = bulk_insert(
         model=ChannelDelivery,
         columns=("notification_id", "channel", "recipient_external_id", "campaign_id", "status", "attempts",
                  "last_error", "updated_at", "content", "origin_topic", "origin_partition", "origin_offset"),
         rows=rows,
-        returning="id",
+        returning=("id", "notification_id", "channel"),
     )
-    return [ChannelSend(row[0], channel, 1, item) for row, (item, channel) in zip(ids, channel_rows)]
+    ids = {(notification_id, channel): pk for pk, notification_id, channel in inserted}
+    return [ChannelSend(ids[(item.notification_id, channel)], channel, 1, item) for item, channel in channel_rows]
 
 
 def _pending_sends_of(*, notification_ids: list[str]) -> list[ChannelSend]:

@@ -27,10 +27,11 @@ def bulk_insert(
     columns: Sequence[str],
     rows: Sequence[tuple],
     ignore_conflicts_on: str | None = None,
-    returning: str | None = None,
+    returning: str | Sequence[str] | None = None,
 ) -> list[tuple]:
     """Insert rows (tuples in `columns` order, by field name); optionally skip rows whose
-    `ignore_conflicts_on` column conflicts, and return the `returning` column of inserted rows.
+    `ignore_conflicts_on` column conflicts, and return the `returning` column(s) of inserted rows
+    (in no promised order: match them by value, not by position).
 
     Values go to the database as they are: JSON fields take Python objects, foreign keys their ids.
     """
@@ -43,7 +44,8 @@ def bulk_insert(
     if ignore_conflicts_on:
         suffix += f" ON CONFLICT ({connection.ops.quote_name(model._meta.get_field(ignore_conflicts_on).column)}) DO NOTHING"
     if returning:
-        suffix += f" RETURNING {connection.ops.quote_name(model._meta.get_field(returning).column)}"
+        names = [returning] if isinstance(returning, str) else list(returning)
+        suffix += " RETURNING " + ", ".join(connection.ops.quote_name(model._meta.get_field(n).column) for n in names)
 
     if connection.vendor == "postgresql":
         json_columns = {i for i, f in enumerate(fields) if isinstance(f, models.JSONField)}

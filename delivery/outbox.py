@@ -70,13 +70,21 @@ class OutboxRelay:
         if connection.vendor != "postgresql":
             time.sleep(min(timeout, self.poll_interval))
             return
-        if self._listen_conn is None or self._listen_conn.closed:
-            params = connection.get_connection_params()
-            params.pop("cursor_factory", None)
-            self._listen_conn = psycopg.connect(**params, autocommit=True)
-            self._listen_conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        for _ in self._listen_conn.notifies(timeout=timeout, stop_after=1):
-            break
+        try:
+            if self._listen_conn is None or self._listen_conn.closed:
+                params = connection.get_connection_params()
+                params.pop("cursor_factory", None)
+                self._listen_conn = psycopg.connect(**params, autocommit=True)
+                self._listen_conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            for _ in self._listen_conn.notifies(timeout=timeout, stop_after=1):
+                break
+        except psycopg.Error as exc:
+            # The database went away under the listener: poll until it is back, then listen again.
+            logger.warning("relay: lost the LISTEN connection (%s); polling", str(exc).strip())
+            if self._listen_conn is not None:
+                self._listen_conn.close()
+            self._listen_conn = None
+            time.sleep(min(timeout, self.poll_interval))
 
     def backlog(self) -> int:
         return OutboxEvent.objects.count()

@@ -217,10 +217,11 @@ def _count_surviving_restart(queryset) -> int:
         return -1
 
 
-def test_postgresql_restarted_during_delivery_loses_nothing_and_dead_letters_nothing(stack):
+def test_postgresql_restarted_during_delivery_loses_nothing_and_dead_letters_nothing(stack, service_client):
     total = 10_000
     tasks = [_task(f"p{i % 100}", f"m{i}") for i in range(total)]
     _produce(*((t.recipient, t.encode()) for t in tasks))
+    relay = stack.start("run_relay")
     worker = stack.start("run_worker", "--batch-size", "200")
     wait_until(lambda: Notification.objects.count() >= 1_000, what="deliveries under way")
 
@@ -230,9 +231,13 @@ def test_postgresql_restarted_during_delivery_loses_nothing_and_dead_letters_not
     connection.close()
 
     wait_until(lambda: _count_surviving_restart(Notification.objects) == total, timeout=120, what="all deliveries")
-    assert worker.poll() is None
+    assert worker.poll() is None and relay.poll() is None
+    # The relay (and its LISTEN connection) came back too: a request after the restart is delivered.
+    after = service_client.post("/api/v1/notifications/", {"sender": "s", "recipient": "p1", "kind": "like",
+                                                            "message": "after the restart"}, format="json").json()["id"]
+    wait_until(lambda: Notification.objects.filter(notification_id=after).exists(), timeout=30, what="a later request")
     assert DeadLetter.objects.count() == 0
-    assert Delivery.objects.count() == total
+    assert Delivery.objects.count() == total + 1
     assert "database unavailable" in stack.logs()
 
 

@@ -34,7 +34,7 @@ class Command(PipelineCommand):
         stop, heartbeat = self.pipeline_start(heartbeat_file=heartbeat_file, metrics_port=metrics_port)
         relay = OutboxRelay()
         published = logged = 0
-        last_log = time.monotonic()
+        last_log = last_backlog = time.monotonic()
         delay = 0.5
         logger.info("relay: publishing the outbox to %s", ", ".join(broker.topic_name(t) for t in broker.ALL_TOPICS))
         try:
@@ -46,6 +46,9 @@ class Command(PipelineCommand):
                         published += count
                         metrics.OUTBOX_PUBLISHED.inc(count)
                     delay = 0.5
+                    if time.monotonic() - last_backlog >= 5:
+                        metrics.OUTBOX_BACKLOG.set(relay.backlog())
+                        last_backlog = time.monotonic()
                 except (OperationalError, InterfaceError, KafkaError) as exc:
                     logger.warning("relay: %s; retrying in %.1f s (nothing is lost: events stay in the outbox)", exc, delay)
                     connection.close()
@@ -54,8 +57,6 @@ class Command(PipelineCommand):
                     if isinstance(exc, KafkaError):
                         _topics_ensure_quietly()  # a broker that restarted empty has lost its topics
                         _producer_reset_quietly(relay)
-                if time.monotonic() - last_log >= 5:
-                    metrics.OUTBOX_BACKLOG.set(relay.backlog())
                 if time.monotonic() - last_log >= 5 and published != logged:
                     logger.info("relay: %d events published (%d in the last %.0f s)",
                                 published, published - logged, time.monotonic() - last_log)

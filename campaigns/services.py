@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -95,6 +96,20 @@ def campaign_dispatch(
         campaign_id, produced, elapsed, produced / elapsed if elapsed else 0,
     )
     return produced
+
+
+def campaigns_redispatch_recent() -> int:
+    """The broker lost notification tasks: fan out again the campaigns dispatched within the relay's
+    retention window that have not completed (the ledger drops what was delivered already)."""
+    since = timezone.now() - timedelta(seconds=settings.RELAY_RETENTION_SECONDS)
+    redispatched = 0
+    with transaction.atomic():
+        for campaign in Campaign.objects.select_for_update().filter(status=CampaignStatus.DISPATCHED,
+                                                                    dispatched_at__gte=since):
+            Campaign.objects.filter(id=campaign.id).update(status=CampaignStatus.DISPATCHING)
+            outbox_enqueue(topic=broker.OFFERS_CREATED, key=str(campaign.id), payload=CampaignCreated(campaign.id).encode())
+            redispatched += 1
+    return redispatched
 
 
 def _campaign_targeted_update(*, campaign_id: int, targeted: int) -> int:

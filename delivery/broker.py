@@ -7,9 +7,10 @@ dataclasses in delivery.messages.
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -35,10 +36,19 @@ def group_name(logical: str) -> str:
 
 
 def producer_create(**overrides) -> KafkaProducer:
+    """A producer that waits for every replica's acknowledgement.
+
+    Not idempotent on purpose: an idempotent producer's id is broker state, which a broker that lost
+    its data (or expired the id) no longer knows, and the producer then retries forever. What
+    idempotence would save us from, a record written twice by a retry, every consumer here already
+    drops (the ledger). Where order matters (the relay), pass max_in_flight_requests_per_connection=1.
+    """
     config = {
         "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
         "acks": "all",
-        "enable_idempotence": True,
+        "enable_idempotence": False,
+        # A send the broker never answers fails within this time instead of the default two minutes.
+        "delivery_timeout_ms": 30_000,
         "linger_ms": settings.KAFKA_PRODUCER_LINGER_MS,
         "batch_size": settings.KAFKA_PRODUCER_BATCH_BYTES,
         "max_request_size": 4 * 1024 * 1024,
@@ -50,7 +60,23 @@ def producer_create(**overrides) -> KafkaProducer:
     return KafkaProducer(**config)
 
 
-def consumer_create(*, logical_topics: tuple[str, ...], logical_group: str, max_poll_records: int) -> KafkaConsumer:
+class AssignmentWatch(ConsumerRebalanceListener):
+    """Notes that the group gave this member partitions, so that the loop starts each of them again
+    from the group's committed offset (see `BatchConsumer`)."""
+
+    def __init__(self) -> None:
+        self.changed = False
+
+    def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.changed = True
+
+
+def consumer_create(
+    *, logical_topics: tuple[str, ...], logical_group: str, max_poll_records: int, watch: AssignmentWatch | None = None
+) -> KafkaConsumer:
     """A group member that never auto-commits: the caller commits after its database transaction."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
@@ -66,7 +92,7 @@ def consumer_create(*, logical_topics: tuple[str, ...], logical_group: str, max_
         # Long fan-outs and database outages hold a batch for a while; heartbeats run in the background.
         max_poll_interval_ms=600_000,
     )
-    consumer.subscribe([topic_name(t) for t in logical_topics])
+    consumer.subscribe([topic_name(t) for t in logical_topics], listener=watch)
     return consumer
 
 
@@ -91,6 +117,41 @@ def topics_ensure(logical_topics: tuple[str, ...] = ALL_TOPICS) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def topic_ids(names: list[str]) -> dict[str, object]:
+    """The broker's id of each of these topics that exists (a recreated topic gets a new id)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=5_000)
+    try:
+        return {t["name"]: t["topic_id"] for t in admin.describe_topics(names) if t.get("error_code", 0) == 0}
+    finally:
+        admin.close()
+
+
+class TopicWatch:
+    """Notices a broker that lost topics: one missing (created again here), or one whose id changed
+    since it was last seen (recreated: its records are gone). Asks the broker every `interval`
+    seconds at most; `lost_topics` answers the logical names lost since the last look."""
+
+    def __init__(self, *, logical_topics: tuple[str, ...], interval: float) -> None:
+        self.names = {topic_name(t): t for t in logical_topics}
+        self.interval = interval
+        self._ids: dict[str, object] = {}
+        self._last = 0.0
+
+    def lost_topics(self) -> list[str]:
+        if time.monotonic() - self._last < self.interval:
+            return []
+        self._last = time.monotonic()
+        described = topic_ids(list(self.names))
+        if len(described) < len(self.names):
+            created = topics_ensure(tuple(self.names.values()))
+            if created:
+                logger.warning("the broker had lost topics; created %s again", ", ".join(created))
+            described = topic_ids(list(self.names))
+        lost = {self.names[name] for name, seen in self._ids.items() if described.get(name) != seen}
+        self._ids = described
+        return sorted(lost)
 
 
 def broker_reachable(timeout_ms: int = 2000) -> bool:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 from delivery import broker, metrics
 from delivery.consumer import Heartbeat, StopFlag
+from delivery.outbox import relay_run
+
+RELAY_JOIN_SECONDS = 8.0
 
 
 class PipelineCommand(BaseCommand):
@@ -21,3 +27,18 @@ class PipelineCommand(BaseCommand):
         stop = StopFlag()
         stop.install_signal_handlers()
         return stop, Heartbeat(heartbeat_file)
+
+    def relay_start(self, *, stop: StopFlag, sole_relay: bool) -> threading.Thread | None:
+        """Run the outbox relay in a thread of this process (RELAY_EMBEDDED). On PostgreSQL every
+        worker and dispatcher runs one and a lock lets one publish at a time; on SQLite (one machine)
+        only the `sole_relay` process does."""
+        if not settings.RELAY_EMBEDDED or (connection.vendor != "postgresql" and not sole_relay):
+            return None
+        thread = threading.Thread(target=relay_run, kwargs={"stop": stop}, name="outbox-relay", daemon=True)
+        thread.start()
+        return thread
+
+    @staticmethod
+    def relay_stop(thread: threading.Thread | None) -> None:
+        if thread is not None:
+            thread.join(timeout=RELAY_JOIN_SECONDS)

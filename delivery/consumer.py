@@ -5,6 +5,11 @@ the whole batch (one database transaction in the handler) -> commit offset+1 of 
 last handled record. Offsets are committed only after the handlers returned, so a process killed
 anywhere before that commit sees the batch again, and the handlers are idempotent.
 
+No record stops a partition: when a batch fails for a reason that is not an outage, it is split in
+halves until the one record at fault is found; that one is dead-lettered (`handle_failed`) and the
+rest are delivered. An outage (database or broker, told by what it is: `delivery.failures`) is
+waited out with the partitions paused while the loop keeps polling, so the process stays in its group.
+
 A record whose `due_at` is in the future (a retry) pauses its partition at that record until it is
 due, without holding up any other partition. SIGTERM/SIGINT set a flag: the batch in hand is
 finished and committed, then the consumer leaves its group.
@@ -15,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import socket
 import signal
 import threading
@@ -24,12 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from delivery import broker, metrics
+from delivery.failures import Backoff, FailureKind, describe, failure_kind
 from delivery.messages import Envelope, InvalidPayload, InvalidRecord, Origin
 from delivery.models import ConsumerHeartbeat
 
@@ -37,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_LOG_SECONDS = 5.0
 STATUS_SECONDS = 2.0
+# A batch that meets a passing conflict (deadlock, statement timeout) is tried this many more times
+# before it is split to find a record at fault.
+TRANSIENT_ATTEMPTS = 3
 
 
 class StopFlag:
@@ -82,6 +91,7 @@ class BatchConsumer:
         logical_group: str,
         handle_batch: Callable[[list[Envelope]], object],
         handle_invalid: Callable[[list[InvalidRecord]], object],
+        handle_failed: Callable[[Envelope, BaseException], object],
         max_poll_records: int,
         stop: StopFlag,
         heartbeat: Heartbeat | None = None,
@@ -91,13 +101,15 @@ class BatchConsumer:
         self.decoders = {broker.topic_name(logical): decode for logical, decode in decoders.items()}
         self.handle_batch = handle_batch
         self.handle_invalid = handle_invalid
+        self.handle_failed = handle_failed
         self.due_at = due_at
         self.stop = stop
         self.heartbeat = heartbeat or Heartbeat(None)
-        self.consumer = broker.consumer_create(
-            logical_topics=tuple(decoders), logical_group=logical_group, max_poll_records=max_poll_records
-        )
         self.paused_until: dict[TopicPartition, float] = {}
+        self.logical_topics, self.logical_group, self.max_poll_records = tuple(decoders), logical_group, max_poll_records
+        self.topic_watch = broker.TopicWatch(logical_topics=self.logical_topics,
+                                             interval=settings.RELAY_LOSS_CHECK_SECONDS)
+        self._consumer_create()
         self.records_total = 0
         self.invalid_total = 0
         self.group = broker.group_name(logical_group)
@@ -111,10 +123,19 @@ class BatchConsumer:
             while not self.stop.is_set():
                 self.heartbeat.beat()
                 self._resume_due_partitions()
-                batches = self.consumer.poll(timeout_ms=200 if self.paused_until else 500)
+                try:
+                    batches = self.consumer.poll(timeout_ms=200 if self.paused_until else 500)
+                except KafkaError as exc:  # the broker is away: the client reconnects by itself
+                    logger.warning("%s: poll failed (%s); trying again", self.name, exc)
+                    self.stop.wait(1.0)
+                    continue
+                if self.assignment_watch.changed:
+                    self._rewind_to_committed()  # what this poll returned is read again from there
+                    continue
                 if batches:
                     self._process(batches)
                 self._report_status()
+                self._watch_topics()
                 now = time.monotonic()
                 if now - last_log >= PROGRESS_LOG_SECONDS and self.records_total != logged_records:
                     logger.info(
@@ -131,6 +152,53 @@ class BatchConsumer:
             self.consumer.close(autocommit=False)
             with contextlib.suppress(DatabaseError):
                 ConsumerHeartbeat.objects.filter(process=self.process_name).delete()
+
+    def _consumer_create(self) -> None:
+        self.assignment_watch = broker.AssignmentWatch()
+        self.consumer = broker.consumer_create(
+            logical_topics=self.logical_topics, logical_group=self.logical_group,
+            max_poll_records=self.max_poll_records, watch=self.assignment_watch,
+        )
+        self.paused_until.clear()
+
+    def _watch_topics(self) -> None:
+        """A broker that lost our topics also lost the group: start a new member, which joins afresh
+        and reads from the committed offsets (none now: from the beginning; the ledger drops repeats)."""
+        try:
+            lost = self.topic_watch.lost_topics()
+        except KafkaError as exc:
+            logger.debug("%s: topics not checked (%s)", self.name, exc)
+            return
+        if not lost:
+            return
+        logger.warning("%s: the broker lost %s; joining the group again from the committed offsets",
+                       self.name, ", ".join(lost))
+        with contextlib.suppress(Exception):
+            self.consumer.close(autocommit=False, timeout_ms=2000)
+        self._consumer_create()
+
+    def _rewind_to_committed(self) -> None:
+        """After every assignment, start each partition from the group's committed offset (the
+        beginning where there is none). kafka-python keeps its own position for a partition it held
+        before; after a broker came back empty, that position can point past records the new log
+        holds below it, and they would be skipped. Reading from the committed offset only repeats
+        what the ledger drops."""
+        try:
+            assigned = self.consumer.assignment()
+            for tp in assigned:
+                committed = self.consumer.committed(tp, timeout_ms=5000)
+                if committed is None:
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+            self.paused_until.clear()  # records waiting to be due are read (and wait) again
+            self.consumer.resume(*self.consumer.assignment())
+        except KafkaError as exc:
+            logger.warning("%s: could not read the committed offsets (%s); trying again", self.name, exc)
+            self.stop.wait(0.5)
+            return
+        self.assignment_watch.changed = False
+        logger.info("%s: assigned %d partitions; reading each from its committed offset", self.name, len(assigned))
 
     def _report_status(self) -> None:
         """Lag per partition (high watermark from fetches, never ListOffsets) to metrics and, every
@@ -183,15 +251,15 @@ class BatchConsumer:
                         self.consumer.pause(tp)
                         self.paused_until[tp] = due
                         break
-                    envelopes.append(Envelope(message, origin))
+                    envelopes.append(Envelope(message, origin, record.value))
                 next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
 
         started = time.perf_counter()
         if invalid:
-            self._until_done(self.handle_invalid, invalid)
+            self._isolate(invalid, self.handle_invalid, None)
             metrics.RECORDS_INVALID.labels(self.name).inc(len(invalid))
         if envelopes:
-            self._until_done(self.handle_batch, envelopes)
+            self._isolate(envelopes, self.handle_batch, self.handle_failed)
         metrics.BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.labels(self.name).observe(len(envelopes) + len(invalid))
         for tp, records in batches.items():
@@ -199,24 +267,103 @@ class BatchConsumer:
         if next_offsets:
             try:
                 self.consumer.commit(next_offsets)
-            except CommitFailedError:
-                # The group rebalanced under us: another member reads these records again, harmlessly.
-                logger.warning("%s: offset commit refused after a rebalance; the batch will be seen again", self.name)
+            except KafkaError as exc:
+                # A rebalance or a broker that restarted: the records are read again, harmlessly.
+                logger.warning("%s: offset commit failed (%s); the batch will be seen again", self.name, exc)
         self.records_total += len(envelopes) + len(invalid)
         self.invalid_total += len(invalid)
 
-    def _until_done(self, handler: Callable[[list], object], items: list) -> None:
-        """Database outages are not failures: keep the batch, back off, try again, burn no attempt."""
-        delay = 0.5
-        while True:
+    def _isolate(self, items: list, handler: Callable[[list], object], dead_letter: Callable | None) -> None:
+        """Handle `items`; when the handler fails for a reason other than an outage, split them in
+        halves until the one item that fails is found, and dead-letter that one alone. Each handler
+        call is all or nothing (one transaction), so a failed half leaves no trace."""
+        parts = [items]
+        while parts:
+            part = parts.pop()
             try:
-                handler(items)
-                return
-            except (OperationalError, InterfaceError) as exc:
+                self._until_done(handler, part)
+                continue
+            except Exception as exc:  # noqa: BLE001 - classified in _until_done: here, a record's fault
                 if self.stop.is_set():
-                    raise SystemExit(f"{self.name}: stopped while the database was unreachable; the batch stays uncommitted")
-                logger.warning("%s: database unavailable (%s); retrying in %.1f s", self.name, str(exc).strip(), delay)
-                connection.close()
-                self.stop.wait(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 15.0)
-                close_old_connections()
+                    raise  # stopping: the batch stays uncommitted and is seen again
+                error = exc
+            if len(part) > 1:
+                middle = len(part) // 2
+                parts += [part[middle:], part[:middle]]  # the first half first: each key keeps its order
+                continue
+            item = part[0]
+            origin = item.origin
+            logger.warning("%s: record %s[%d]@%d failed on its own (%s): dead-lettered; the rest of its batch goes on",
+                           self.name, origin.topic, origin.partition, origin.offset, describe(error))
+            if dead_letter is None:
+                continue
+            # Its text was made storable first, so this fails only when the database does: wait for it
+            # as for an outage rather than lose the record.
+            self._until_done(dead_letter, item, error, patient=True)
+
+    def _until_done(self, handler: Callable, *args, patient: bool = False) -> None:
+        """Outages are not failures: keep the batch, pause the partitions, keep polling (to stay in the
+        group), back off and try again, burning no attempt. A passing conflict (deadlock, statement
+        timeout) is tried again a few times. Anything else is raised for `_isolate`; with `patient`
+        (writing a dead letter, the last step for a record) every failure is waited out."""
+        backoff = Backoff()
+        transient_attempts = 0
+        paused = False
+        try:
+            while True:
+                try:
+                    handler(*args)
+                    return
+                except Exception as exc:
+                    kind = FailureKind.OUTAGE if patient else failure_kind(exc)
+                    if patient:
+                        logger.error("%s: could not write a dead letter (%s); trying again", self.name, describe(exc))
+                    if kind is FailureKind.POISON:
+                        raise
+                    if kind is FailureKind.TRANSIENT:
+                        transient_attempts += 1
+                        if transient_attempts > TRANSIENT_ATTEMPTS:
+                            raise
+                    if self.stop.is_set():
+                        raise SystemExit(f"{self.name}: stopped during an outage ({describe(exc)}); "
+                                         "the batch stays uncommitted and is seen again")
+                    delay = backoff.next()
+                    what = "database or broker unavailable" if kind is FailureKind.OUTAGE else "conflict"
+                    logger.warning("%s: %s (%s); retrying in %.1f s", self.name, what, describe(exc), delay)
+                    if kind is FailureKind.OUTAGE:
+                        with contextlib.suppress(Exception):
+                            connection.close()
+                        if not paused:
+                            self._pause_all()
+                            paused = True
+                    self._wait_polling(delay)
+                    close_old_connections()
+        finally:
+            if paused:
+                self._resume_all()
+
+    def _pause_all(self) -> None:
+        with contextlib.suppress(KafkaError):
+            self.consumer.pause(*self.consumer.assignment())
+
+    def _resume_all(self) -> None:
+        """Resume what the outage paused; partitions waiting for a due record stay paused."""
+        with contextlib.suppress(KafkaError):
+            self.consumer.resume(*[tp for tp in self.consumer.assignment() if tp not in self.paused_until])
+
+    def _wait_polling(self, seconds: float) -> None:
+        """Wait, polling all the while (the group sees us alive). Partitions assigned meanwhile are not
+        paused yet: their records are put back and the partitions paused too."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            self.heartbeat.beat()
+            try:
+                batches = self.consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000) or 1)
+            except KafkaError as exc:
+                logger.debug("%s: poll during an outage failed (%s)", self.name, exc)
+                self.stop.wait(min(remaining, 0.5))
+                continue
+            for tp, records in batches.items():
+                if records:
+                    self.consumer.seek(tp, records[0].offset)
+                self.consumer.pause(tp)

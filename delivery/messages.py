@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 import orjson
 
 SCHEMA_VERSION = 1
+# The ledger's and the directory's limits, checked when a record is read: records can come from any producer.
+NOTIFICATION_ID_MAX_LENGTH = 160
+RECIPIENT_ID_MAX_LENGTH = 128
 MAX_PAYLOAD_BYTES = 1024 * 1024
+# A dead-letter record keeps at most this much of the record it speaks of: under Apache Kafka's default
+# 1 MiB record limit with its headers, so that the dead-letter topic always takes it.
+DEAD_LETTER_PAYLOAD_BYTES = 512 * 1024
 
 
 class InvalidPayload(ValueError):
@@ -26,10 +32,11 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded message and where it was read."""
+    """A decoded message, where it was read, and the record as it was (for its dead letter)."""
 
     message: object
     origin: Origin
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,9 @@ class NotificationTask:
             notification_id, recipient = body["id"], body["recipient"]
             if not (isinstance(notification_id, str) and notification_id and isinstance(recipient, str) and recipient):
                 raise InvalidPayload("id and recipient must be non-empty strings")
+            if len(notification_id) > NOTIFICATION_ID_MAX_LENGTH or len(recipient) > RECIPIENT_ID_MAX_LENGTH:
+                raise InvalidPayload(f"id over {NOTIFICATION_ID_MAX_LENGTH} or recipient over "
+                                     f"{RECIPIENT_ID_MAX_LENGTH} characters")
             if "campaign" in body:
                 campaign_id = body["campaign"]
                 if not isinstance(campaign_id, int) or isinstance(campaign_id, bool):

@@ -31,12 +31,20 @@ class Delivery(models.Model):
         return f"{self.notification_id}: {self.outcome}"
 
 
+class OutboxEventQuerySet(models.QuerySet):
+    def pending(self) -> "OutboxEventQuerySet":
+        """Not yet acknowledged by the broker."""
+        return self.filter(published_at=None)
+
+
 class OutboxEvent(models.Model):
-    """An event the API accepted, waiting for the relay to publish it to Kafka.
+    """An event the API accepted, for the relay to publish to Kafka.
 
     The API writes it in the same transaction as its own rows, so a request answered 2xx is never lost,
-    even while Kafka is down; the relay publishes rows in id order and deletes them once the broker
-    has acknowledged them.
+    even while Kafka is down. The relay publishes pending rows in id order and marks them published
+    with the partition and offset the broker gave them; published rows are kept for
+    RELAY_RETENTION_SECONDS, so that a broker that lost acknowledged records (a topic recreated) is
+    sent them again, then purged.
     """
 
     topic = models.CharField(max_length=200, help_text="Logical topic name, without KAFKA_TOPIC_PREFIX.")
@@ -44,6 +52,17 @@ class OutboxEvent(models.Model):
     payload = models.BinaryField()
     headers = models.JSONField(default=dict, blank=True, help_text="Record headers (string values).")
     created_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+    published_partition = models.IntegerField(null=True, blank=True)
+    published_offset = models.BigIntegerField(null=True, blank=True)
+
+    objects = OutboxEventQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["id"], condition=models.Q(published_at=None), name="outbox_pending"),
+            models.Index(fields=["topic", "published_at"], name="outbox_published"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.topic} key={self.key}"
@@ -95,6 +114,9 @@ class DeadLetterReason(models.TextChoices):
     INVALID_PAYLOAD = "invalid payload"
     PERMANENT_FAILURE = "permanent failure"
     RETRIES_EXHAUSTED = "retries exhausted"
+    # Handling the record raised an error that is not an outage (bad data, an encoding error, a bug):
+    # that task alone is set aside, the rest of its batch delivered.
+    PROCESSING_FAILED = "processing failed"
 
 
 class DeadLetterStatus(models.TextChoices):
@@ -117,7 +139,7 @@ class DeadLetter(models.Model):
     original_topic = models.CharField(max_length=200)
     original_partition = models.IntegerField(null=True, blank=True)
     original_offset = models.BigIntegerField(null=True, blank=True)
-    payload = models.BinaryField(help_text="The record as it was consumed (truncated to 1 MiB).")
+    payload = models.BinaryField(help_text="The record as it was consumed (truncated to 512 KiB).")
     status = models.CharField(max_length=16, choices=DeadLetterStatus.choices, default=DeadLetterStatus.DEAD)
     created_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)

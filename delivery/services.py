@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -19,7 +20,16 @@ from campaigns import services as campaign_services
 from campaigns.models import CampaignStatus
 from delivery import broker, metrics
 from delivery.channels import ChannelError, Outgoing, channels_for
-from delivery.messages import MAX_PAYLOAD_BYTES, ChannelRetry, InvalidRecord, NotificationTask, Origin
+from delivery.failures import safe_text
+from delivery.messages import (
+    DEAD_LETTER_PAYLOAD_BYTES,
+    CampaignCreated,
+    ChannelRetry,
+    Envelope,
+    InvalidRecord,
+    NotificationTask,
+    Origin,
+)
 from delivery.models import (
     ChannelDelivery,
     ChannelDeliveryStatus,
@@ -264,7 +274,7 @@ def channel_outcomes_record(*, outcomes: Sequence[tuple[ChannelSend, ChannelErro
             row.status, row.last_error = ChannelDeliveryStatus.SENT, ""
             counts.sent += 1
             continue
-        row.last_error = str(error)[:500]
+        row.last_error = safe_text(error, 500)
         if error.transient and send.attempt <= settings.RETRY_MAX_RETRIES:
             row.status = ChannelDeliveryStatus.RETRYING
             delay = retry_delay(attempt=send.attempt, base=settings.RETRY_BACKOFF_BASE_SECONDS,
@@ -278,7 +288,7 @@ def channel_outcomes_record(*, outcomes: Sequence[tuple[ChannelSend, ChannelErro
         reason = DeadLetterReason.RETRIES_EXHAUSTED if error.transient else DeadLetterReason.PERMANENT_FAILURE
         payload = ChannelRetry(row.notification_id, row.channel, row.recipient_external_id, 1, 0).encode()
         dead_letters.append(DeadLetter(
-            reason=reason, error=str(error), notification_id=row.notification_id, channel=row.channel,
+            reason=reason, error=safe_text(error), notification_id=row.notification_id, channel=row.channel,
             recipient_external_id=row.recipient_external_id, campaign_id=row.campaign_id, attempts=send.attempt,
             original_topic=row.origin_topic, original_partition=row.origin_partition,
             original_offset=row.origin_offset, payload=payload, created_at=now,
@@ -312,7 +322,7 @@ def dead_letters_record_invalid(*, records: Sequence[InvalidRecord]) -> None:
         DeadLetter(
             reason=DeadLetterReason.INVALID_PAYLOAD, error=r.error, original_topic=r.origin.topic,
             original_partition=r.origin.partition, original_offset=r.origin.offset,
-            payload=(r.value or b"")[:MAX_PAYLOAD_BYTES], created_at=now,
+            payload=(r.value or b"")[:DEAD_LETTER_PAYLOAD_BYTES], created_at=now,
         )
         for r in records
     ]
@@ -324,8 +334,56 @@ def dead_letters_record_invalid(*, records: Sequence[InvalidRecord]) -> None:
         logger.warning("dead letter: invalid payload at %s[%d]@%d: %s", r.origin.topic, r.origin.partition, r.origin.offset, r.error)
 
 
+def envelope_dead_letter(*, envelope: Envelope, error: str) -> bool:
+    """Dead-letter one message whose handling failed on its own (reason `processing failed`), in
+    one transaction with what settles it, so that a repeat after a crash writes nothing twice: a task
+    claims its id in the ledger as `failed` (and counts as failed in its campaign); a retry marks its
+    channel delivery dead. Returns whether a dead letter was written."""
+    message, origin = envelope.message, envelope.origin
+    letter = DeadLetter(
+        reason=DeadLetterReason.PROCESSING_FAILED, error=error, attempts=1, original_topic=origin.topic,
+        original_partition=origin.partition, original_offset=origin.offset,
+        payload=(envelope.raw or b"")[:DEAD_LETTER_PAYLOAD_BYTES], created_at=timezone.now(),
+    )
+    with transaction.atomic():
+        if isinstance(message, NotificationTask):
+            task = dataclasses.replace(message, notification_id=safe_text(message.notification_id, 160),
+                                       recipient=safe_text(message.recipient, 128))
+            outcome = (DeliveryOutcome.FAILED, safe_text(f"processing failed: {error}", 200))
+            if not _ledger_claim(tasks=[task], outcomes={task.notification_id: outcome}, settled_at=letter.created_at):
+                return False  # settled already (this is a repeat)
+            if task.campaign_id:
+                campaign_services.campaign_progress_add(campaign_id=task.campaign_id, failed=1)
+            letter.notification_id, letter.recipient_external_id, letter.campaign_id = (
+                task.notification_id, task.recipient, task.campaign_id)
+        elif isinstance(message, ChannelRetry):
+            if not ChannelDelivery.objects.filter(
+                notification_id=message.notification_id, channel=message.channel,
+                status=ChannelDeliveryStatus.RETRYING, attempts=message.attempt - 1,
+            ).update(status=ChannelDeliveryStatus.DEAD, last_error=safe_text(error, 500), updated_at=letter.created_at):
+                return False
+            letter.notification_id, letter.channel, letter.recipient_external_id = (
+                message.notification_id, message.channel, message.recipient)
+        elif isinstance(message, CampaignCreated):
+            letter.campaign_id = message.campaign_id
+        events: list[OutboxEvent] = []
+        _dead_letters_store([letter], events)
+        outbox_enqueue_many(events=events)
+    logger.warning("dead letter: %s failed: %s", letter.notification_id or origin, error,
+                   extra=_ids(letter.notification_id, letter.campaign_id, letter.recipient_external_id))
+    return True
+
+
 def _dead_letters_store(letters: list[DeadLetter], events: list[OutboxEvent], keys: list[str] | None = None) -> None:
-    """Save dead letters and add their dead-letter-topic records (payload, provenance in headers) to events."""
+    """Save dead letters and add their dead-letter-topic records (payload, provenance in headers) to events.
+
+    Their text comes from records anyone could produce: made storable first (no NUL, no lone
+    surrogate, within each column's length), so that writing a dead letter cannot fail on it."""
+    for letter in letters:
+        for name in ("error", "notification_id", "channel", "recipient_external_id", "original_topic"):
+            field = DeadLetter._meta.get_field(name)
+            setattr(letter, name, safe_text(getattr(letter, name), field.max_length))
+    keys = [safe_text(k, 200) for k in keys] if keys else None
     DeadLetter.objects.bulk_create(letters)
     for letter in letters:
         metrics.DEAD_LETTERS.labels(letter.reason, letter.channel or "none").inc()
@@ -351,6 +409,12 @@ def dead_letter_replay(*, dead_letter: DeadLetter) -> str:
         letter.status, letter.resolved_at = DeadLetterStatus.REPLAYED, timezone.now()
         letter.save(update_fields=["status", "resolved_at"])
         if not letter.channel:
+            if letter.reason == DeadLetterReason.PROCESSING_FAILED and letter.notification_id:
+                # Its failure was recorded in the ledger: remove that entry, or the replay would be a repeat.
+                removed, _ = Delivery.objects.filter(notification_id=letter.notification_id,
+                                                     outcome=DeliveryOutcome.FAILED).delete()
+                if removed and letter.campaign_id:
+                    campaign_services.campaign_progress_add(campaign_id=letter.campaign_id, failed=-1)
             logical_topic = letter.original_topic.removeprefix(settings.KAFKA_TOPIC_PREFIX)
             outbox_enqueue(topic=logical_topic, key=letter.recipient_external_id or "replay", payload=bytes(letter.payload))
             return f"dead letter #{letter.id}: record re-published to {logical_topic}"

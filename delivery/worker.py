@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 
 from delivery import metrics, services
-from delivery.channels import ChannelError, channels_available
+from delivery.channels import ChannelError, PermanentChannelError, channels_available
 from delivery.consumer import StopFlag
+from delivery.failures import describe
 from delivery.messages import ChannelRetry, Envelope, InvalidRecord, NotificationTask
 
 logger = logging.getLogger(__name__)
@@ -80,15 +81,26 @@ class Worker:
             logger.info("worker: %d sent, %d to retry, %d dead-lettered", counts.sent, counts.retried, counts.dead)
         self._observe(failures=len(errors), successes=counts.sent, last_error=errors[-1] if errors else "")
 
+    def handle_failed(self, envelope: Envelope, error: BaseException) -> None:
+        """One task failed on its own (bad data, a bug it triggers): dead-letter it alone."""
+        if services.envelope_dead_letter(envelope=envelope, error=describe(error)):
+            self._observe(failures=1, successes=0, last_error=f"processing failed: {describe(error)}")
+
     def handle_invalid(self, records: list[InvalidRecord]) -> None:
         services.dead_letters_record_invalid(records=records)
         self._observe(failures=len(records), successes=0, last_error=f"invalid payload: {records[-1].error}")
 
     def _send(self, send) -> ChannelError | None:
+        """One attempt; never raises. A channel classifies its own errors; anything else it lets
+        escape (a library raising the unexpected) is a permanent failure of this one send, recorded
+        like any other, so that the other sends of the batch are recorded too and never repeated."""
         try:
             self.channels[send.channel].send(send.outgoing)
         except ChannelError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            logger.warning("worker: %s via %s raised %s", send.outgoing.notification_id, send.channel, describe(exc))
+            return PermanentChannelError(f"unexpected error: {describe(exc)}")
         return None
 
     def _observe(self, *, failures: int, successes: int, last_error: str) -> None:

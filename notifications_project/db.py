@@ -8,6 +8,7 @@ as many parameters as columns. Elsewhere (SQLite, development) a multi-row VALUE
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import orjson
@@ -19,6 +20,13 @@ _VALUES_CHUNK = 500
 
 def _json(value) -> str:
     return orjson.dumps(value).decode()
+
+
+def _array_type(field: models.Field) -> str:
+    """The array type to bind a column's values as: the column's type without its length, because an
+    explicit cast to varchar(n) truncates silently; the insert's own assignment then refuses a value
+    that is too long (an error for that record) instead of storing or matching a shortened one."""
+    return re.sub(r"^(varchar|character varying)\(\d+\)$", r"\1", field.db_type(connection)) + "[]"
 
 
 def bulk_insert(
@@ -51,7 +59,7 @@ def bulk_insert(
         json_columns = {i for i, f in enumerate(fields) if isinstance(f, models.JSONField)}
         if json_columns:
             rows = [tuple(_json(v) if i in json_columns else v for i, v in enumerate(row)) for row in rows]
-        arrays = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)  # binary: no text escaping
+        arrays = ", ".join(f"%b::{_array_type(f)}" for f in fields)  # binary: no text escaping
         sql = f"INSERT INTO {table} ({column_sql}) SELECT * FROM unnest({arrays}){suffix}"
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:  # server-side binding
@@ -83,7 +91,7 @@ def values_for_keys(*, model: type[models.Model], key: str, keys: Sequence, colu
     column_sql = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     sql = (
         f"SELECT {column_sql} FROM {connection.ops.quote_name(model._meta.db_table)} "
-        f"WHERE {connection.ops.quote_name(field.column)} = ANY(%b::{field.db_type(connection)}[])"
+        f"WHERE {connection.ops.quote_name(field.column)} = ANY(%b::{_array_type(field)})"
     )
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:

@@ -44,7 +44,7 @@ def system_figures() -> dict:
     """Outbox backlog, dead letters waiting by reason, campaigns in flight: read from the database."""
     in_flight = (CampaignStatus.QUEUED, CampaignStatus.DISPATCHING, CampaignStatus.DISPATCHED)
     return {
-        "outbox_backlog": OutboxEvent.objects.count(),
+        "outbox_backlog": OutboxEvent.objects.pending().count(),
         "dead_letters": dict(
             DeadLetter.objects.filter(status=DeadLetterStatus.DEAD).values_list("reason").annotate(n=Count("id"))
         ),

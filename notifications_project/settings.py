@@ -86,6 +86,13 @@ KAFKA_PRODUCER_BATCH_BYTES = _setting("KAFKA_PRODUCER_BATCH_BYTES", env.int, def
 WORKER_BATCH_SIZE = _setting("WORKER_BATCH_SIZE", env.int, default=5000, check=_positive)
 DISPATCHER_PAGE_SIZE = _setting("DISPATCHER_PAGE_SIZE", env.int, default=5000, check=_positive)
 RELAY_BATCH_SIZE = _setting("RELAY_BATCH_SIZE", env.int, default=1000, check=_positive)
+# run_worker and run_dispatcher publish the outbox themselves (one at a time, under a PostgreSQL lock);
+# false: run `manage.py run_relay` apart.
+RELAY_EMBEDDED = _setting("RELAY_EMBEDDED", _strict_bool, default=True)
+# Published outbox events are kept this long, so that a broker that lost acknowledged records (a topic
+# recreated, checked every RELAY_LOSS_CHECK_SECONDS) is sent them again; then they are purged.
+RELAY_RETENTION_SECONDS = _setting("RELAY_RETENTION_SECONDS", env.int, default=900, check=_positive)
+RELAY_LOSS_CHECK_SECONDS = _setting("RELAY_LOSS_CHECK_SECONDS", env.float, default=5.0, check=_positive)
 
 # --- Channels, retries, dead letters -------------------------------------------------------------
 # Every notification goes to the in-app inbox; also to the recipient's push endpoint (or this gateway

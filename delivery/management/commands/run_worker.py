@@ -25,6 +25,7 @@ class Command(PipelineCommand):
     def handle(self, *args, batch_size: int, group: str, heartbeat_file: str | None, metrics_port: int, **options):
         stop, heartbeat = self.pipeline_start(heartbeat_file=heartbeat_file, metrics_port=metrics_port)
         worker = Worker(stop=stop)
+        relay = self.relay_start(stop=stop, sole_relay=True)
         logger.info("worker: consuming %s and %s as group %s", broker.topic_name(broker.NOTIFICATIONS_SEND),
                     broker.topic_name(broker.NOTIFICATIONS_RETRY), broker.group_name(group))
         try:
@@ -34,12 +35,15 @@ class Command(PipelineCommand):
                 logical_group=group,
                 handle_batch=worker.handle_batch,
                 handle_invalid=worker.handle_invalid,
+                handle_failed=worker.handle_failed,
                 due_at=worker.due_at,
                 max_poll_records=batch_size,
                 stop=stop,
                 heartbeat=heartbeat,
             ).run()
         finally:
+            stop.set()  # the relay thread too, whatever ended the loop
             worker.close()
+            self.relay_stop(relay)
         if worker.guard.message:
             raise CommandError(worker.guard.message)

@@ -1,0 +1,117 @@
+"""The design's processes are the whole system: the relay runs inside run_worker and run_dispatcher,
+one publishes at a time, another takes over from a dead one, and producers heal after the broker
+came back empty (real processes, broker and PostgreSQL)."""
+
+import signal
+import time
+import uuid
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from campaigns.models import Campaign
+from conftest import stack_env, wait_until
+from delivery import broker
+from delivery.devbroker import DevBroker
+from delivery.messages import NotificationTask
+from delivery.models import OutboxEvent
+from inbox.models import Notification, Recipient
+from notifications_project.processes import ProcessGroup
+
+pytestmark = pytest.mark.pipeline
+
+SEED_CURLS = [
+    {"fromID": "2", "toID": "1", "message": "Tito started following you."},
+    {"fromID": "1", "toID": "2", "message": "Micho mentioned you in a comment: 'Great seeing you yesterday, @Tito!'"},
+    {"fromID": "4", "toID": "1", "message": "Negro liked your post: 'My weekend getaway!'"},
+]
+
+
+def _lock_holder() -> str | None:
+    """The application name of the process whose relay holds the publishing lock, if any does now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()"
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def test_the_api_dispatcher_and_worker_alone_deliver_and_survive_the_publisher_being_killed(stack, service_client):
+    processes = {name: stack.start(f"run_{name}", env={"PGAPPNAME": name}) for name in ("worker", "dispatcher")}
+
+    for body in SEED_CURLS:
+        assert service_client.post("/send", body).status_code == 202
+    wait_until(lambda: Notification.objects.filter(campaign_id=None).count() == 3, what="the seed curls delivered")
+    Recipient.objects.bulk_create([Recipient(external_id=f"o{i}") for i in range(50)])
+    campaign = service_client.post("/offers", {"title": "New Year Sale", "segment": {"type": "ALL_USERS"}},
+                                   format="json").json()["id"]
+    wait_until(lambda: Campaign.objects.get(id=campaign).status == "completed", what="the campaign delivered")
+    assert Campaign.objects.get(id=campaign).delivered == 52  # 50 + users 1 and 2, created by the curls
+
+    # 20,000 accepted tasks for 50 recipients, in order; kill whichever process is publishing them.
+    total = 20_000
+    tasks = [NotificationTask(notification_id=str(uuid.uuid4()), recipient=f"o{i % 50}", kind="like", sender="s",
+                              message=str(i), created_at=timezone.now().isoformat()) for i in range(total)]
+    OutboxEvent.objects.bulk_create([OutboxEvent(topic=broker.NOTIFICATIONS_SEND, key=t.recipient, payload=t.encode())
+                                     for t in tasks], batch_size=5000)
+    victim = wait_until(_lock_holder, timeout=30, interval=0.005, what="a relay holding the publishing lock")
+    stack.stop(processes[victim], signal.SIGKILL)
+    if victim == "worker":  # deliveries need a worker; this one does not relay, so the dispatcher must
+        stack.start("run_worker", env={"RELAY_EMBEDDED": "false"})
+    survivor = "dispatcher" if victim == "worker" else "worker"
+
+    wait_until(lambda: Notification.objects.filter(sender="s").count() >= total, timeout=90, what="every task delivered")
+    assert Notification.objects.filter(sender="s").count() == total
+    assert not OutboxEvent.objects.pending().exists()
+    assert processes[survivor].poll() is None
+    # No recipient's order changed: each inbox holds its messages in the order they were accepted.
+    rows = Notification.objects.filter(sender="s").order_by("id").values_list("recipient__external_id", "message")
+    last: dict[str, int] = {}
+    for recipient, message in rows:
+        assert int(message) > last.get(recipient, -1), f"{recipient}: {message} after {last[recipient]}"
+        last[recipient] = int(message)
+    print(f"relay failover: {victim} killed while publishing; {survivor} published the rest; {total} delivered in order")
+
+
+def test_producers_heal_after_the_broker_is_killed_and_comes_back_empty(kafka, transactional_db, tmp_path,
+                                                                        service_client, settings):
+    own = DevBroker(tmp_path / "broker-1.log").start()
+    restarted = DevBroker(tmp_path / "broker-2.log", port=own.port)
+    settings.KAFKA_BOOTSTRAP_SERVERS = [own.bootstrap]
+    broker.topics_ensure()
+    Recipient.objects.bulk_create([Recipient(external_id=f"k{i}") for i in range(7)])
+    processes = ProcessGroup(stack_env(bootstrap=own.bootstrap, prefix=settings.KAFKA_TOPIC_PREFIX), tmp_path)
+    try:
+        worker, dispatcher = processes.start("run_worker"), processes.start("run_dispatcher")
+
+        def notify(i: int) -> int:
+            return service_client.post("/api/v1/notifications/", {"sender": "s", "recipient": f"b{i % 5}", "kind": "like",
+                                                                  "message": f"m{i}"}, format="json").status_code
+
+        def campaign(i: int) -> int:
+            return service_client.post("/api/v1/campaigns/", {"title": f"c{i}", "segment": {"type": "USER_IDS",
+                                       "ids": [f"k{i}"]}}, format="json").status_code
+
+        # The relay and the dispatcher have published.
+        assert [notify(i) for i in range(5)] + [campaign(0)] == [202] * 5 + [201]
+        wait_until(lambda: Notification.objects.count() == 6, timeout=30, what="deliveries before the outage")
+
+        own.process.send_signal(signal.SIGKILL)  # memory storage: topics, records, offsets, producer ids gone
+        own.process.wait()
+        answers = [notify(i) for i in range(5, 29)] + [campaign(i) for i in range(1, 7)]
+        assert answers == [202] * 24 + [201] * 6
+        time.sleep(3)  # the outage lasts 3 s (this is the scenario, not a wait for an effect)
+        restarted.start()
+
+        wait_until(lambda: Notification.objects.count() == 36, timeout=60, what="the 30 accepted during the outage")
+        assert Notification.objects.exclude(campaign_id=None).count() == 7
+        assert worker.poll() is None and dispatcher.poll() is None  # healed without a restart
+    finally:
+        processes.stop_all()
+        own.stop()
+        restarted.stop()
+        for path, _ in processes.processes:  # shown when the test failed
+            print(f"--- {path}\n{path.read_text(errors='replace')}")

@@ -121,7 +121,7 @@ def _resolve(host: str, port: int, resolver: Resolver) -> tuple[str, ...]:
     return addresses
 
 
-def target_resolve(url: str, *, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> WebhookTarget:
+def target_resolve(url: str, *, allow_private: bool, resolver: Resolver | None = None) -> WebhookTarget:
     """Parse, resolve once and check every address. Raises TargetRefused or TargetUnresolved.
 
     Decimal, hex and octal forms (http://2130706433/, http://0x7f.1/) are whatever the resolver makes
@@ -133,7 +133,7 @@ def target_resolve(url: str, *, allow_private: bool, resolver: Resolver = socket
     if not allow_private and (host == "localhost" or host.endswith(".localhost")):
         raise TargetRefused(f"{host} is a loopback name")  # RFC 6761: whatever the resolver says
     literal = _as_address(host)
-    addresses = (literal,) if literal else _resolve(host, port, resolver)
+    addresses = (literal,) if literal else _resolve(host, port, resolver or socket.getaddrinfo)
     if not allow_private:
         for address in addresses:
             reason = address_refusal(address)
@@ -144,7 +144,7 @@ def target_resolve(url: str, *, allow_private: bool, resolver: Resolver = socket
 
 # --- At the API: the same check, with lookups bounded in time and shared by a request's entries ----
 
-def hosts_resolve(hosts: set[str], *, timeout: float, resolver: Resolver = socket.getaddrinfo) -> dict[str, object]:
+def hosts_resolve(hosts: set[str], *, timeout: float, resolver: Resolver | None = None) -> dict[str, object]:
     """Look up many names at once (a bulk upsert may carry thousands of endpoints on a few hosts).
     Each answer is getaddrinfo's list or the exception it raised; a name not answered within
     `timeout` is absent (its endpoint is then accepted, and checked again at send time)."""
@@ -153,7 +153,7 @@ def hosts_resolve(hosts: set[str], *, timeout: float, resolver: Resolver = socke
     from concurrent.futures import ThreadPoolExecutor, wait
 
     pool = ThreadPoolExecutor(max_workers=min(8, len(hosts)), thread_name_prefix="resolve")
-    futures = {pool.submit(resolver, host, None, type=socket.SOCK_STREAM): host for host in hosts}
+    futures = {pool.submit(resolver or socket.getaddrinfo, host, None, type=socket.SOCK_STREAM): host for host in hosts}
     done, _ = wait(futures, timeout=timeout)
     pool.shutdown(wait=False, cancel_futures=True)
     return {futures[f]: (f.exception() or f.result()) for f in done}

@@ -102,10 +102,9 @@ RELAY_BATCH_SIZE = _setting("RELAY_BATCH_SIZE", env.int, default=1000, check=_po
 # when set) and to its email address.
 PUSH_GATEWAY_URL = _setting("PUSH_GATEWAY_URL", env.str, default="")
 # Signs what goes to PUSH_GATEWAY_URL (Standard Webhooks: "whsec_" and base64); required with it.
-PUSH_GATEWAY_SECRET = _setting(
-    "PUSH_GATEWAY_SECRET", env.str, default="",
-    check=lambda v: (bool(v) or not PUSH_GATEWAY_URL) and (not v or _is_webhook_secret(v)),
-)
+PUSH_GATEWAY_SECRET = _setting("PUSH_GATEWAY_SECRET", env.str, default="", check=lambda v: not v or _is_webhook_secret(v))
+if PUSH_GATEWAY_URL and not PUSH_GATEWAY_SECRET:
+    raise SystemExit("Configuration error: PUSH_GATEWAY_SECRET is not set; PUSH_GATEWAY_URL needs it (see .env.example).")
 # Recipients' push endpoints may target loopback, private and link-local addresses: development only.
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = _setting("WEBHOOK_ALLOW_PRIVATE_NETWORKS", _strict_bool, default=False)
 # After a push secret is rotated, the old one still signs (beside the new one) this long.

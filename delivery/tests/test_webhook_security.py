@@ -484,3 +484,29 @@ def test_every_error_of_the_email_backend_is_classified(settings, error, expecte
 
 def test_channels_module_exports_the_classes_the_worker_catches():
     assert issubclass(channels.UnexpectedChannelError, channels.ChannelError)
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"PUSH_GATEWAY_URL": "https://gateway.example.com/", "PUSH_GATEWAY_SECRET": None}, "PUSH_GATEWAY_SECRET"),
+    ({"PUSH_GATEWAY_SECRET": "not-a-secret"}, "PUSH_GATEWAY_SECRET"),
+    ({"PUSH_GATEWAY_SECRET": "whsec_c2hvcnQ="}, "PUSH_GATEWAY_SECRET"),  # 5 bytes
+    ({"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "maybe"}, "WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
+    ({"WEBHOOK_SECRET_GRACE_SECONDS": "-1"}, "WEBHOOK_SECRET_GRACE_SECONDS"),
+])
+def test_webhook_settings_are_checked_at_start(changes, named):
+    from notifications_project.tests.test_configuration import _manage_check
+
+    result = _manage_check(SECRET_KEY="a-long-enough-secret-key", **changes)
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and named in lines[0], result.stderr
+
+
+def test_a_gateway_with_its_secret_passes_the_check():
+    from notifications_project.tests.test_configuration import _manage_check
+
+    result = _manage_check(SECRET_KEY="a-long-enough-secret-key", PUSH_GATEWAY_URL="https://gateway.example.com/",
+                           PUSH_GATEWAY_SECRET=SECRET)
+    assert result.returncode == 0, result.stderr

@@ -94,7 +94,7 @@ class Outgoing:
     created_at: str = ""
     email: str = ""
     push_endpoint: str = ""
-    push_secrets: tuple[str, ...] = ()  # sign what goes to push_endpoint (never stored in content())
+    push_secrets: tuple[str, ...] = field(default=(), repr=False)  # sign for push_endpoint; never in content() or logs
 
     def content(self) -> dict:
         """What is stored with a channel delivery for its retries (the address is read afresh)."""

@@ -57,7 +57,7 @@ class RecipientAddress:
     pk: int
     email: str
     push_endpoint: str
-    push_secrets: tuple[str, ...] = ()  # what signs its webhooks: the current secret, then one in its grace period
+    push_secrets: tuple[str, ...] = field(default=(), repr=False)  # the current secret, then one in its grace period
 
 
 _ADDRESS_COLUMNS = ("external_id", "id", "email", "push_endpoint", "push_secret", "push_secret_previous",

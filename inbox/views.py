@@ -1,5 +1,5 @@
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.response import Response
@@ -202,7 +202,11 @@ class PushSecretRotateView(APIView):
     """A new signing secret for the recipient's push endpoint; the previous one keeps signing beside it
     for WEBHOOK_SECRET_GRACE_SECONDS (both signatures are sent), so the receiver can switch at leisure."""
 
-    @extend_schema(request=None, responses={200: PushSecretOutput})
+    @extend_schema(request=None, responses={
+        200: PushSecretOutput,
+        404: OpenApiResponse(description="No such recipient."),
+        409: OpenApiResponse(description="The recipient has no push endpoint."),
+    })
     def post(self, request, recipient_id):
         try:
             rotated = services.push_secret_rotate(recipient_external_id=recipient_id)

@@ -62,6 +62,9 @@ def kafka(kafka_bootstrap, settings):
     return settings
 
 
+TEST_PUSH_GATEWAY_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
 def stack_env(*, bootstrap: str, prefix: str) -> dict[str, str]:
     """The environment of a pipeline process sharing this test's database, broker and topics."""
     db = connection.settings_dict
@@ -75,6 +78,8 @@ def stack_env(*, bootstrap: str, prefix: str) -> dict[str, str]:
         "KAFKA_TOPIC_PREFIX": prefix,
         "PYTHONUNBUFFERED": "1",
         "RETRY_BACKOFF_BASE_SECONDS": "0.3",  # real backoff, shorter: the retry tests take seconds, not minutes
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # the test receivers listen on 127.0.0.1
+        "PUSH_GATEWAY_SECRET": TEST_PUSH_GATEWAY_SECRET,  # signs for PUSH_GATEWAY_URL when a test sets it
     }
 
 
@@ -96,6 +101,7 @@ class WebhookReceiver:
         import threading
 
         self.requests: list[tuple[str, str, bytes]] = []
+        self.received: list[tuple[str, dict[str, str], bytes]] = []  # (path, headers, body) of each request
         self.down_paths: set[str] = {"/down"}
         receiver = self
 
@@ -103,6 +109,7 @@ class WebhookReceiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 key = self.headers.get("Idempotency-Key", "")
+                receiver.received.append((self.path, dict(self.headers.items()), body))
                 receiver.requests.append((self.path, key, body))
                 seen = sum(1 for path, k, _ in receiver.requests if path == self.path and k == key)
                 if self.path in receiver.down_paths:
@@ -130,13 +137,17 @@ class WebhookReceiver:
     def requests_for(self, path: str) -> list[tuple[str, str, bytes]]:
         return [r for r in self.requests if r[0] == path]
 
+    def received_for(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(headers, body) for p, headers, body in self.received if p == path]
+
     def close(self):
         self.server.shutdown()
         self.server.server_close()
 
 
 @pytest.fixture
-def webhook_receiver():
+def webhook_receiver(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True  # it listens on 127.0.0.1
     receiver = WebhookReceiver()
     yield receiver
     receiver.close()

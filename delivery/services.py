@@ -147,7 +147,7 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
                 item = Outgoing(
                     notification_id=task.notification_id, recipient=task.recipient, kind=kind, message=message,
                     title=title, sender=sender, data=data, campaign_id=campaign_id, created_at=created_at.isoformat(),
-                    email=recipient.email, push_endpoint=recipient.push_endpoint,
+                    email=recipient.email, push_endpoint=recipient.push_endpoint, push_secrets=recipient.push_secrets,
                 )
                 channel_rows += [(item, channel) for channel in external]
         inbox_services.notifications_insert(rows=inbox_rows)
@@ -234,7 +234,8 @@ def _sends_for(rows: list[ChannelDelivery]) -> list[ChannelSend]:
         if recipient is None:
             gone.append(row.id)
             continue
-        outgoing = Outgoing.from_content(row.content, email=recipient.email, push_endpoint=recipient.push_endpoint)
+        outgoing = Outgoing.from_content(row.content, email=recipient.email, push_endpoint=recipient.push_endpoint,
+                                         push_secrets=recipient.push_secrets)
         sends.append(ChannelSend(row.id, row.channel, row.attempts + 1, outgoing))
     if gone:
         ChannelDelivery.objects.filter(id__in=gone).update(

@@ -8,7 +8,14 @@ from notifications_project.admin_mixins import ReadOnlyAdminMixin
 class RecipientAdmin(admin.ModelAdmin):
     list_display = ["external_id", "email", "locale", "created_at"]
     search_fields = ["=external_id", "email"]
-    readonly_fields = ["created_at", "updated_at"]
+    # The push endpoint is set through the API, whose answer carries its new signing secret; the
+    # secrets themselves are never shown here beyond their first characters.
+    exclude = ["push_secret", "push_secret_previous"]
+    readonly_fields = ["push_endpoint", "signing_secret", "push_secret_previous_until", "created_at", "updated_at"]
+
+    @admin.display(description="signing secret")
+    def signing_secret(self, obj):
+        return f"{obj.push_secret[:10]}… (hidden; rotate it through the API)" if obj.push_secret else "-"
 
 
 @admin.register(Notification)

@@ -1,3 +1,6 @@
+import base64
+import secrets
+
 from django.db import models
 from django.db.models import Value
 from django.db.models.fields.json import KeyTransform
@@ -23,6 +26,14 @@ RECIPIENT_ID_MAX_LENGTH = 128
 RECIPIENT_ID_REGEX = r"^[^\s/]{1,128}$"
 
 
+PUSH_SECRET_PREFIX = "whsec_"
+
+
+def push_secret_new() -> str:
+    """A Standard Webhooks signing secret: "whsec_" and 32 random bytes in base64."""
+    return PUSH_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 class RecipientQuerySet(models.QuerySet):
     def with_attribute(self, name: str, value) -> "RecipientQuerySet":
         """Recipients whose attributes[name] equals value (JSON equality: "5" is not 5).
@@ -41,6 +52,12 @@ class Recipient(models.Model):
     external_id = models.CharField("user id", max_length=RECIPIENT_ID_MAX_LENGTH, unique=True)
     email = models.EmailField(blank=True)
     push_endpoint = models.URLField(max_length=500, blank=True, help_text="Webhook that receives this recipient's notifications.")
+    # Signs what goes to push_endpoint. Shown once: in the answer that set the endpoint or rotated it.
+    # Rows inserted in bulk without one (the worker's new recipients, which have no endpoint) get "".
+    push_secret = models.CharField(max_length=100, blank=True, default=push_secret_new, db_default="")
+    # After a rotation the old secret still signs (beside the new one) until push_secret_previous_until.
+    push_secret_previous = models.CharField(max_length=100, blank=True, default="", db_default="")
+    push_secret_previous_until = models.DateTimeField(null=True, blank=True)
     locale = models.CharField(max_length=16, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)

@@ -1,4 +1,7 @@
+from django.conf import settings
 from rest_framework import serializers
+
+from delivery.webhook_targets import endpoint_host, endpoint_refusal, hosts_resolve
 
 from inbox.models import PREFERENCE_CHANNELS, USER_TO_USER_KINDS, Notification, NotificationKind, Recipient
 from notifications_project.fields import ChoiceWithListField, DataField, RecipientIdField
@@ -106,20 +109,59 @@ class RecipientTokenOutput(serializers.Serializer):
 
 
 RECIPIENTS_PER_REQUEST_MAX = 10_000
+# The API waits this long at most for the DNS answers of one request's push endpoints.
+PUSH_ENDPOINT_LOOKUP_SECONDS = 2.0
+
+
+class PushEndpointField(serializers.URLField):
+    """An http(s) URL without credentials that does not point inward (loopback, private, link-local,
+    multicast, cloud metadata...; delivery/webhook_targets.py), unless WEBHOOK_ALLOW_PRIVATE_NETWORKS.
+    A name is resolved here, and again by the worker at send time (what counts is where it points then)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=500, required=False, allow_blank=True, **kwargs)
+
+    def to_internal_value(self, data):
+        url = super().to_internal_value(data)
+        if url:
+            resolved = self.context.get("resolved_hosts")
+            if resolved is None:
+                host = endpoint_host(url)
+                resolved = hosts_resolve({host} if host else set(), timeout=PUSH_ENDPOINT_LOOKUP_SECONDS)
+            reason = endpoint_refusal(url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS, resolved=resolved)
+            if reason:
+                raise serializers.ValidationError(
+                    f"Refused: {reason}. Push endpoints must be http(s) URLs of public addresses, without credentials.")
+        return url
+
+
+class RecipientInputList(serializers.ListSerializer):
+    """Many recipients: their endpoints' names are looked up together, once each, before validation."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, list):
+            hosts = {endpoint_host(e["push_endpoint"]) for e in data
+                     if isinstance(e, dict) and isinstance(e.get("push_endpoint"), str)} - {None}
+            self.context["resolved_hosts"] = hosts_resolve(hosts, timeout=PUSH_ENDPOINT_LOOKUP_SECONDS)
+        return super().to_internal_value(data)
 
 
 class RecipientInput(serializers.Serializer):
     id = RecipientIdField(help_text="The product's user id.")
     email = serializers.EmailField(required=False, allow_blank=True, help_text="Receives notifications by email.")
-    push_endpoint = serializers.URLField(max_length=500, required=False, allow_blank=True,
-                                         help_text="Receives notifications as an HTTP POST of JSON (webhook).")
+    push_endpoint = PushEndpointField(
+        help_text="Receives notifications as an HTTP POST of JSON (webhook), signed with the secret this "
+                  "request returns when it sets a new endpoint.")
     locale = serializers.CharField(max_length=16, required=False, allow_blank=True)
     attributes = DataField(required=False, help_text="Free-form JSON object used by ATTRIBUTE segments.")
+
+    class Meta:
+        list_serializer_class = RecipientInputList
 
 
 class RecipientUpdateInput(serializers.Serializer):
     email = serializers.EmailField(required=False, allow_blank=True)
-    push_endpoint = serializers.URLField(max_length=500, required=False, allow_blank=True)
+    push_endpoint = PushEndpointField()
     locale = serializers.CharField(max_length=16, required=False, allow_blank=True)
     attributes = DataField(required=False, help_text="Replaces the recipient's attributes.")
 
@@ -127,6 +169,10 @@ class RecipientUpdateInput(serializers.Serializer):
 class RecipientUpsertOutput(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
+    push_secrets = serializers.DictField(
+        child=serializers.CharField(), required=False,
+        help_text="Present when this request set or changed push endpoints: the signing secret (whsec_...) of "
+                  "each such recipient, by user id. Shown only here: keep it with the endpoint.")
 
 
 class RecipientOutput(serializers.ModelSerializer):
@@ -135,3 +181,21 @@ class RecipientOutput(serializers.ModelSerializer):
     class Meta:
         model = Recipient
         fields = ["id", "email", "push_endpoint", "locale", "attributes", "created_at", "updated_at"]
+
+
+class RecipientUpdateOutput(RecipientOutput):
+    # From the context, never from the row: a secret is shown only in the answer that made it.
+    push_secret = serializers.SerializerMethodField(
+        help_text="The new endpoint's signing secret (whsec_...) if this request changed the endpoint, else null.")
+
+    class Meta(RecipientOutput.Meta):
+        fields = [*RecipientOutput.Meta.fields, "push_secret"]
+
+    def get_push_secret(self, recipient) -> str | None:
+        return self.context.get("new_push_secret")
+
+
+class PushSecretOutput(serializers.Serializer):
+    push_secret = serializers.CharField(help_text="The new signing secret (whsec_...).")
+    previous_valid_until = serializers.DateTimeField(
+        allow_null=True, help_text="Until then the previous secret signs too (both signatures are sent).")

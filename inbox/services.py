@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from delivery import broker
 from delivery.messages import NotificationTask
 from delivery.outbox import outbox_enqueue
-from inbox.models import Notification, NotificationQuerySet, Preference, Recipient
+from inbox.models import Notification, NotificationQuerySet, Preference, Recipient, push_secret_new
 from notifications_project.db import bulk_copy, bulk_insert, values_for_keys
 
 
@@ -55,19 +57,30 @@ class RecipientAddress:
     pk: int
     email: str
     push_endpoint: str
+    push_secrets: tuple[str, ...] = field(default=(), repr=False)  # the current secret, then one in its grace period
+
+
+_ADDRESS_COLUMNS = ("external_id", "id", "email", "push_endpoint", "push_secret", "push_secret_previous",
+                    "push_secret_previous_until")
+
+
+def _address(row: tuple, now: datetime) -> RecipientAddress:
+    _, pk, email, push_endpoint, secret, previous, previous_until = row
+    secrets = (secret, previous) if previous and previous_until and previous_until > now else (secret,)
+    return RecipientAddress(pk, email, push_endpoint, tuple(s for s in secrets if s))
 
 
 def recipients_resolve(*, external_ids: set[str], create: set[str]) -> dict[str, RecipientAddress]:
     """Map product user ids to recipients, first creating the ones in `create` that are unknown.
     Ids not found and not to be created are absent from the answer."""
-    columns = ("external_id", "id", "email", "push_endpoint")
+    columns = _ADDRESS_COLUMNS
+    now = timezone.now()
     found = {
-        row[0]: RecipientAddress(*row[1:])
+        row[0]: _address(row, now)
         for row in values_for_keys(model=Recipient, key="external_id", keys=list(external_ids), columns=columns)
     }
     missing_to_create = create - found.keys()
     if missing_to_create:
-        now = timezone.now()
         # Another worker may create the same recipient at the same moment: conflicts are skipped,
         # and sorted ids keep concurrent inserts from deadlocking.
         bulk_insert(
@@ -77,7 +90,7 @@ def recipients_resolve(*, external_ids: set[str], create: set[str]) -> dict[str,
             ignore_conflicts_on="external_id",
         )
         found.update(
-            (row[0], RecipientAddress(*row[1:]))
+            (row[0], _address(row, now))
             for row in values_for_keys(model=Recipient, key="external_id", keys=list(missing_to_create), columns=columns)
         )
     return found
@@ -86,17 +99,36 @@ def recipients_resolve(*, external_ids: set[str], create: set[str]) -> dict[str,
 RECIPIENT_FIELDS = ("email", "push_endpoint", "locale", "attributes")
 
 
-def recipients_upsert(*, recipients: list[dict]) -> tuple[int, int]:
-    """Create or update recipients by user id; returns (created, updated). Only the fields a
-    recipient's entry carries are written (an entry with just an id and attributes keeps its email)."""
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    push_secrets: dict[str, str] = field(default_factory=dict)  # user id -> the secret of its new endpoint
+
+
+def recipients_upsert(*, recipients: list[dict]) -> UpsertResult:
+    """Create or update recipients by user id. Only the fields a recipient's entry carries are
+    written (an entry with just an id and attributes keeps its email). A recipient whose push
+    endpoint changes gets a new signing secret, returned once in `push_secrets`; the same endpoint
+    again keeps its secret."""
     by_id = {r["id"]: r for r in recipients}  # the last entry for an id wins
     now = timezone.now()
+    result = UpsertResult()
     with transaction.atomic():
-        existing = set(Recipient.objects.filter(external_id__in=by_id).values_list("external_id", flat=True))
+        # Locked: a concurrent rotation or upsert of these recipients waits for this one.
+        current = dict(
+            Recipient.objects.select_for_update().filter(external_id__in=sorted(by_id)).order_by("external_id")
+            .values_list("external_id", "push_endpoint")
+        )
         groups: dict[tuple[str, ...], list[Recipient]] = {}
         for external_id, entry in by_id.items():
             fields = tuple(f for f in RECIPIENT_FIELDS if f in entry)
             values = {f: entry[f] for f in fields}
+            endpoint = entry.get("push_endpoint")
+            if endpoint and endpoint != current.get(external_id):
+                values.update(push_secret=push_secret_new(), push_secret_previous="", push_secret_previous_until=None)
+                fields += ("push_secret", "push_secret_previous", "push_secret_previous_until")
+                result.push_secrets[external_id] = values["push_secret"]
             groups.setdefault(fields, []).append(Recipient(external_id=external_id, created_at=now, updated_at=now, **values))
         for fields, rows in groups.items():
             Recipient.objects.bulk_create(
@@ -106,14 +138,50 @@ def recipients_upsert(*, recipients: list[dict]) -> tuple[int, int]:
                 unique_fields=["external_id"],
                 update_fields=[*fields, "updated_at"],
             )
-    return len(by_id) - len(existing), len(existing)
+    result.updated = len(current)
+    result.created = len(by_id) - len(current)
+    return result
 
 
-def recipient_update(*, recipient: Recipient, **fields) -> Recipient:
+def recipient_update(*, recipient: Recipient, **fields) -> tuple[Recipient, str | None]:
+    """Change some fields of a recipient; returns it and, if its push endpoint changed, the new secret."""
+    secret = None
+    endpoint = fields.get("push_endpoint")
+    if endpoint and endpoint != recipient.push_endpoint:
+        secret = push_secret_new()
+        fields.update(push_secret=secret, push_secret_previous="", push_secret_previous_until=None)
     for name, value in fields.items():
         setattr(recipient, name, value)
     recipient.save(update_fields=[*fields, "updated_at"])
-    return recipient
+    return recipient, secret
+
+
+class NoPushEndpoint(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    push_secret: str
+    previous_valid_until: datetime | None
+
+
+def push_secret_rotate(*, recipient_external_id: str) -> RotatedSecret:
+    """A new signing secret for a recipient's push endpoint. The old one keeps signing beside it (both
+    signatures go in `webhook-signature`) for WEBHOOK_SECRET_GRACE_SECONDS, so the receiver can switch
+    at its own pace. Rotating again within that period drops the oldest. Raises Recipient.DoesNotExist
+    or NoPushEndpoint."""
+    with transaction.atomic():
+        recipient = Recipient.objects.select_for_update().get(external_id=recipient_external_id)
+        if not recipient.push_endpoint:
+            raise NoPushEndpoint(recipient_external_id)
+        grace = timedelta(seconds=settings.WEBHOOK_SECRET_GRACE_SECONDS)
+        until = timezone.now() + grace if recipient.push_secret and grace else None
+        recipient.push_secret_previous = recipient.push_secret if until else ""
+        recipient.push_secret_previous_until = until
+        recipient.push_secret = push_secret_new()
+        recipient.save(update_fields=["push_secret", "push_secret_previous", "push_secret_previous_until", "updated_at"])
+    return RotatedSecret(push_secret=recipient.push_secret, previous_valid_until=until)
 
 
 def recipient_delete(*, recipient: Recipient) -> None:

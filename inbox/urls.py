@@ -26,5 +26,7 @@ urlpatterns = [
     ),
     path("recipients/<str:recipient_id>/preferences/", views.PreferenceView.as_view(), name="recipient-preferences"),
     path("recipients/<str:recipient_id>/tokens/", views.RecipientTokenView.as_view(), name="recipient-tokens"),
+    path("recipients/<str:recipient_id>/push-secret/rotate/", views.PushSecretRotateView.as_view(),
+         name="recipient-push-secret-rotate"),
     *router.urls,
 ]

@@ -1,12 +1,12 @@
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inbox import selectors, services
-from inbox.models import Notification, NotificationKind
+from inbox.models import Notification, NotificationKind, Recipient
 from inbox.serializers import (
     RECIPIENTS_PER_REQUEST_MAX,
     InboxFilterInput,
@@ -14,6 +14,7 @@ from inbox.serializers import (
     NotificationOutput,
     NotificationSendInput,
     PreferenceInput,
+    PushSecretOutput,
     ReadAllInput,
     ReadAllOutput,
     RecipientTokenOutput,
@@ -21,6 +22,7 @@ from inbox.serializers import (
     RecipientInput,
     RecipientOutput,
     RecipientUpdateInput,
+    RecipientUpdateOutput,
     RecipientUpsertOutput,
     SeedSendInput,
 )
@@ -171,17 +173,45 @@ class RecipientViewSet(viewsets.GenericViewSet):
         serializer = RecipientInput(data=request.data, many=many)
         serializer.is_valid(raise_exception=True)
         entries = serializer.validated_data if many else [serializer.validated_data]
-        created, updated = services.recipients_upsert(recipients=entries)
-        return Response(RecipientUpsertOutput({"created": created, "updated": updated}).data)
+        result = services.recipients_upsert(recipients=entries)
+        answer = {"created": result.created, "updated": result.updated}
+        if result.push_secrets:
+            answer["push_secrets"] = result.push_secrets
+        return Response(RecipientUpsertOutput(answer).data)
 
-    @extend_schema(request=RecipientUpdateInput, responses={200: RecipientOutput})
+    @extend_schema(request=RecipientUpdateInput, responses={200: RecipientUpdateOutput})
     def partial_update(self, request, recipient_id=None):
         serializer = RecipientUpdateInput(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        recipient = services.recipient_update(recipient=self.get_object(), **serializer.validated_data)
-        return Response(RecipientOutput(recipient).data)
+        recipient, secret = services.recipient_update(recipient=self.get_object(), **serializer.validated_data)
+        return Response(RecipientUpdateOutput(recipient, context={"new_push_secret": secret}).data)
 
     @extend_schema(responses={204: None})
     def destroy(self, request, recipient_id=None):
         services.recipient_delete(recipient=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class NoPushEndpoint(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "This recipient has no push endpoint: set one first (its answer carries the secret)."
+    default_code = "no_push_endpoint"
+
+
+class PushSecretRotateView(APIView):
+    """A new signing secret for the recipient's push endpoint; the previous one keeps signing beside it
+    for WEBHOOK_SECRET_GRACE_SECONDS (both signatures are sent), so the receiver can switch at leisure."""
+
+    @extend_schema(request=None, responses={
+        200: PushSecretOutput,
+        404: OpenApiResponse(description="No such recipient."),
+        409: OpenApiResponse(description="The recipient has no push endpoint."),
+    })
+    def post(self, request, recipient_id):
+        try:
+            rotated = services.push_secret_rotate(recipient_external_id=recipient_id)
+        except Recipient.DoesNotExist:
+            raise NotFound(f"No recipient {recipient_id}.") from None
+        except services.NoPushEndpoint:
+            raise NoPushEndpoint() from None
+        return Response(PushSecretOutput(rotated).data)

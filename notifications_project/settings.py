@@ -44,6 +44,16 @@ def _positive(value) -> bool:
     return value > 0
 
 
+def _is_webhook_secret(value: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        return value.startswith("whsec_") and len(base64.b64decode(value.removeprefix("whsec_"), validate=True)) >= 16
+    except (binascii.Error, ValueError):
+        return False
+
+
 DEBUG = _setting("DEBUG", _strict_bool, default=False)
 SECRET_KEY = _setting("SECRET_KEY", env.str, check=lambda v: len(v) >= 16)
 ALLOWED_HOSTS = _setting("ALLOWED_HOSTS", env.list, default=["localhost", "127.0.0.1", "[::1]"])
@@ -98,6 +108,14 @@ RELAY_LOSS_CHECK_SECONDS = _setting("RELAY_LOSS_CHECK_SECONDS", env.float, defau
 # Every notification goes to the in-app inbox; also to the recipient's push endpoint (or this gateway
 # when set) and to its email address.
 PUSH_GATEWAY_URL = _setting("PUSH_GATEWAY_URL", env.str, default="")
+# Signs what goes to PUSH_GATEWAY_URL (Standard Webhooks: "whsec_" and base64); required with it.
+PUSH_GATEWAY_SECRET = _setting("PUSH_GATEWAY_SECRET", env.str, default="", check=lambda v: not v or _is_webhook_secret(v))
+if PUSH_GATEWAY_URL and not PUSH_GATEWAY_SECRET:
+    raise SystemExit("Configuration error: PUSH_GATEWAY_SECRET is not set; PUSH_GATEWAY_URL needs it (see .env.example).")
+# Recipients' push endpoints may target loopback, private and link-local addresses: development only.
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = _setting("WEBHOOK_ALLOW_PRIVATE_NETWORKS", _strict_bool, default=False)
+# After a push secret is rotated, the old one still signs (beside the new one) this long.
+WEBHOOK_SECRET_GRACE_SECONDS = _setting("WEBHOOK_SECRET_GRACE_SECONDS", env.int, default=86400, check=lambda v: v >= 0)
 WEBHOOK_TIMEOUT_SECONDS = _setting("WEBHOOK_TIMEOUT_SECONDS", env.float, default=5.0, check=_positive)
 CHANNEL_SEND_CONCURRENCY = _setting("CHANNEL_SEND_CONCURRENCY", env.int, default=16, check=_positive)
 # A transient failure (timeout, connection error, HTTP 5xx or 429) is retried this many more times,

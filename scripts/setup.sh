@@ -16,7 +16,9 @@ if ! sha256sum --status -c "$stamp" 2>/dev/null; then
 fi
 if [ ! -f .env ]; then
     secret=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(40))')
-    sed "s|^SECRET_KEY=.*|SECRET_KEY=$secret|" .env.example > .env
+    # Development: webhooks may reach receivers on this machine (.env.example's default refuses them).
+    sed -e "s|^SECRET_KEY=.*|SECRET_KEY=$secret|" \
+        -e "s|^WEBHOOK_ALLOW_PRIVATE_NETWORKS=.*|WEBHOOK_ALLOW_PRIVATE_NETWORKS=true|" .env.example > .env
     echo "setup: wrote .env from .env.example with a new SECRET_KEY"
 fi
 export PATH="$PWD/.venv/bin:$PATH"

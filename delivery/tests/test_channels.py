@@ -12,9 +12,12 @@ from delivery.services import retry_delay
 from delivery.worker import FailureGuard
 
 
+SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
+
 def _outgoing(**changes) -> Outgoing:
     return Outgoing(**{"notification_id": "n-1", "recipient": "1", "kind": "like", "message": "Tito liked your post",
-                       "email": "tito@example.com", **changes})
+                       "email": "tito@example.com", "push_secrets": (SECRET,), **changes})
 
 
 @pytest.mark.parametrize(("path", "error"), [
@@ -37,13 +40,15 @@ def test_webhook_classifies_http_answers(webhook_receiver, path, error):
     assert b'"message":"Tito liked your post"' in body
 
 
-def test_webhook_connection_refused_is_transient():
+def test_webhook_connection_refused_is_transient(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
     with pytest.raises(TransientChannelError):
         WebhookChannel().send(_outgoing(push_endpoint=f"http://127.0.0.1:{free_port()}/"))
 
 
 def test_webhook_uses_the_push_gateway_when_the_recipient_has_no_endpoint(webhook_receiver, settings):
     settings.PUSH_GATEWAY_URL = webhook_receiver.url + "/ok"
+    settings.PUSH_GATEWAY_SECRET = SECRET
 
     WebhookChannel().send(_outgoing())
 

@@ -128,6 +128,15 @@ def topic_ids(names: list[str]) -> dict[str, object]:
         admin.close()
 
 
+_losses = 0  # how many times a TopicWatch of this process saw the broker lose topics
+
+
+def broker_losses() -> int:
+    """Producers remember this when they are made: one made before the broker lost our topics has
+    metadata of topics that no longer exist (their partitions too) and must be replaced."""
+    return _losses
+
+
 class TopicWatch:
     """Notices a broker that lost topics: one missing (created again here), or one whose id changed
     since it was last seen (recreated: its records are gone). Asks the broker every `interval`
@@ -151,6 +160,9 @@ class TopicWatch:
             described = topic_ids(list(self.names))
         lost = {self.names[name] for name, seen in self._ids.items() if described.get(name) != seen}
         self._ids = described
+        if lost:
+            global _losses
+            _losses += 1
         return sorted(lost)
 
 

@@ -106,10 +106,14 @@ class BatchConsumer:
         self.stop = stop
         self.heartbeat = heartbeat or Heartbeat(None)
         self.paused_until: dict[TopicPartition, float] = {}
-        self.logical_topics, self.logical_group, self.max_poll_records = tuple(decoders), logical_group, max_poll_records
+        self.logical_topics = tuple(decoders)
         self.topic_watch = broker.TopicWatch(logical_topics=self.logical_topics,
                                              interval=settings.RELAY_LOSS_CHECK_SECONDS)
-        self._consumer_create()
+        self.assignment_watch = broker.AssignmentWatch()
+        self.consumer = broker.consumer_create(
+            logical_topics=self.logical_topics, logical_group=logical_group, max_poll_records=max_poll_records,
+            watch=self.assignment_watch,
+        )
         self.records_total = 0
         self.invalid_total = 0
         self.group = broker.group_name(logical_group)
@@ -153,14 +157,6 @@ class BatchConsumer:
             with contextlib.suppress(DatabaseError):
                 ConsumerHeartbeat.objects.filter(process=self.process_name).delete()
 
-    def _consumer_create(self) -> None:
-        self.assignment_watch = broker.AssignmentWatch()
-        self.consumer = broker.consumer_create(
-            logical_topics=self.logical_topics, logical_group=self.logical_group,
-            max_poll_records=self.max_poll_records, watch=self.assignment_watch,
-        )
-        self.paused_until.clear()
-
     def _watch_topics(self) -> None:
         """A broker that lost our topics also lost the group: start a new member, which joins afresh
         and reads from the committed offsets (none now: from the beginning; the ledger drops repeats)."""
@@ -173,9 +169,9 @@ class BatchConsumer:
             return
         logger.warning("%s: the broker lost %s; joining the group again from the committed offsets",
                        self.name, ", ".join(lost))
-        with contextlib.suppress(Exception):
-            self.consumer.close(autocommit=False, timeout_ms=2000)
-        self._consumer_create()
+        self.consumer.unsubscribe()  # leaves the assignment; subscribing again joins afresh
+        self.consumer.subscribe([broker.topic_name(t) for t in self.logical_topics], listener=self.assignment_watch)
+        self.paused_until.clear()
 
     def _rewind_to_committed(self) -> None:
         """After every assignment, start each partition from the group's committed offset (the

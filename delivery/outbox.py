@@ -72,11 +72,15 @@ class OutboxRelay:
         self.batch_size = batch_size or settings.RELAY_BATCH_SIZE
         self.poll_interval = poll_interval
         self._producer: KafkaProducer | None = None
+        self._made_at_losses = 0
         self._listen_conn: psycopg.Connection | None = None
 
     @property
     def producer(self) -> KafkaProducer:
+        if self._producer is not None and self._made_at_losses != broker.broker_losses():
+            self.producer_drop()  # made before the broker lost our topics: its metadata is of topics gone
         if self._producer is None:
+            self._made_at_losses = broker.broker_losses()
             # One request in flight: a retried request can never overtake the next one (each key's order).
             self._producer = broker.producer_create(linger_ms=0, max_in_flight_requests_per_connection=1)
         return self._producer

@@ -25,13 +25,17 @@ class TaskPublisher:
 
     def __init__(self) -> None:
         self._producer: KafkaProducer | None = None
+        self._made_at_losses = 0
         self.topic = broker.topic_name(broker.NOTIFICATIONS_SEND)
         self._errors: list[Exception] = []
 
     def publish(self, task: NotificationTask) -> None:
         try:
+            if self._producer is not None and self._made_at_losses != broker.broker_losses():
+                self._drop()  # made before the broker lost our topics: its metadata is of topics gone
             if self._producer is None:
                 self._producer = broker.producer_create(linger_ms=20)
+                self._made_at_losses = broker.broker_losses()
             future = self._producer.send(self.topic, key=task.recipient.encode(), value=task.encode())
         except KafkaError as exc:
             self._drop()

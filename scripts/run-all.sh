@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the whole system: the development broker, the API on :8080 (and :8081, the seeds'
-# second port), live streams on :8082, the outbox relay, the campaign dispatcher and the worker.
+# second port), live streams on :8082, the campaign dispatcher and the worker (both also relay the outbox).
 # Ctrl-C stops everything.
 # Database: SQLite in ./db.sqlite3 unless DATABASE_URL (or .env) names PostgreSQL.
 set -euo pipefail
@@ -33,7 +33,8 @@ from django.contrib.auth import get_user_model
 user, _ = get_user_model().objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})
 user.set_password('$admin_password'); user.save()"
 
-for process in run_relay run_dispatcher run_worker; do
+# The dispatcher and the worker also relay the outbox: with the API they are the whole system.
+for process in run_dispatcher run_worker; do
     python manage.py "$process" > "run/${process#run_}.log" 2>&1 & pids+=($!)
 done
 gunicorn notifications_project.wsgi --bind 127.0.0.1:8080 --bind 127.0.0.1:8081 --workers 2 \

@@ -61,7 +61,6 @@ def run(env: BenchEnvironment, *, recipients: int, workers: int = 1) -> list[Res
     recipients_seed(recipients)
     dispatcher = env.processes.start("run_dispatcher")
     worker_processes = [env.processes.start("run_worker") for _ in range(workers)]
-    env.processes.start("run_relay")
     client = api_client()
 
     # Warm-up: the consumer groups join (a few seconds) before the clock starts.

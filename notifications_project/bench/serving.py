@@ -49,8 +49,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 def run_latency(env: BenchEnvironment, *, rate: int, seconds: int) -> list[Result]:
     """User-to-user notifications at `rate`/s: API answered -> row written, and -> SSE event received."""
-    env.processes.start("run_relay")
-    env.processes.start("run_worker")
+    env.processes.start("run_worker")  # it relays the outbox too
     api, stream_url = gunicorn(env, workers=2), uvicorn(env)
     token = bench_token()
     headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
@@ -118,7 +117,7 @@ def _wrk(url: str, token: str, *, seconds: int, connections: int) -> tuple[float
 
 def run_api(env: BenchEnvironment, *, seconds: int, connections: int, workers: int) -> list[Result]:
     """POST /api/v1/notifications/ under load from wrk, next to a bare DRF endpoint on the same server."""
-    env.processes.start("run_relay")  # the outbox drains as it would in production
+    env.processes.start("run_relay")  # the outbox drains (a relay alone: no worker competes for the cores)
     api = gunicorn(env, workers=workers, extra_env={"BENCH_ENDPOINTS": "true", "THROTTLE_RATE_SERVICE": ""})
     token = bench_token()
     _wrk(f"{api}/api/v1/notifications/", token, seconds=1, connections=connections)  # warm-up

@@ -51,20 +51,23 @@ def _compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-def test_compose_runs_kafka_in_kraft_mode_postgres_16_and_the_four_processes():
+def test_compose_runs_kafka_in_kraft_mode_postgres_16_and_the_design_processes():
     services = _compose()["services"]
 
-    assert {"kafka", "postgres", "api", "stream", "relay", "dispatcher", "worker"} <= set(services)
+    assert {"kafka", "postgres", "api", "stream", "dispatcher", "worker"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     assert services["postgres"]["image"] == "postgres:16"
     assert "gunicorn" in services["api"]["command"]
     assert "uvicorn" in services["stream"]["command"]
-    for name, command in [("relay", "run_relay"), ("dispatcher", "run_dispatcher"), ("worker", "run_worker")]:
+    for name, command in [("dispatcher", "run_dispatcher"), ("worker", "run_worker")]:
         assert command in services[name]["command"]
+    # The design's processes are the whole system: the outbox relay runs inside the dispatcher and the worker.
+    assert "relay" not in services
+    assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
-@pytest.mark.parametrize("name", ["kafka", "postgres", "api", "stream", "relay", "dispatcher", "worker"])
+@pytest.mark.parametrize("name", ["kafka", "postgres", "api", "stream", "dispatcher", "worker"])
 def test_every_long_running_compose_service_has_a_healthcheck(name):
     healthcheck = _compose()["services"][name]["healthcheck"]
 
@@ -72,7 +75,7 @@ def test_every_long_running_compose_service_has_a_healthcheck(name):
     assert healthcheck["interval"]
 
 
-@pytest.mark.parametrize("name", ["migrate", "api", "stream", "relay", "dispatcher", "worker"])
+@pytest.mark.parametrize("name", ["migrate", "api", "stream", "dispatcher", "worker"])
 def test_backend_services_are_configured_for_the_stack(name):
     service = _compose()["services"][name]
     environment = service["environment"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from delivery import broker
@@ -117,8 +118,33 @@ def recipient_update(*, recipient: Recipient, **fields) -> Recipient:
 
 
 def recipient_delete(*, recipient: Recipient) -> None:
-    """Erase a recipient with its inbox (its queued campaign tasks are then skipped)."""
-    recipient.delete()
+    """Erase a recipient with its inbox (its queued campaign tasks are then skipped). Its tokens
+    stop working, and its open streams close."""
+    recipient_pk = recipient.pk
+    with transaction.atomic():
+        recipient.delete()
+        _streams_recheck(recipient_pk=recipient_pk)
+
+
+def recipient_tokens_revoke(*, recipient_external_id: str) -> None:
+    """End every recipient token issued so far for this recipient, and close the streams opened
+    with one. Raises Recipient.DoesNotExist."""
+    with transaction.atomic():
+        recipient_pk = Recipient.objects.values_list("pk", flat=True).get(external_id=recipient_external_id)
+        Recipient.objects.filter(pk=recipient_pk).update(token_generation=F("token_generation") + 1)
+        _streams_recheck(recipient_pk=recipient_pk)
+
+
+# The stream servers LISTEN here (inbox/stream.py): the payload is a recipient key whose open
+# streams are checked again at once. NOTIFY is sent at commit. SQLite has none: streams recheck
+# their tokens every few seconds anyway.
+STREAMS_RECHECK_CHANNEL = "inbox_recipient_streams"
+
+
+def _streams_recheck(*, recipient_pk: int) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [STREAMS_RECHECK_CHANNEL, str(recipient_pk)])
 
 
 READ_STATE_ACTIONS = {
@@ -148,9 +174,15 @@ def notifications_mark_all_read(*, recipient_external_id: str, up_to: str | None
     return notifications.mark_read()
 
 
-def preference_set(*, recipient_external_id: str, kinds: dict[str, bool], channels: dict[str, bool]) -> Preference:
-    """Replace a recipient's opt-outs (creating the recipient if the product has not registered it yet)."""
+def preference_set(
+    *, recipient_external_id: str, kinds: dict[str, bool], channels: dict[str, bool], create_recipient: bool = True
+) -> Preference:
+    """Replace a recipient's opt-outs, creating the recipient if the product has not registered it
+    yet and `create_recipient` (services; never a recipient's own token). Raises Recipient.DoesNotExist."""
     with transaction.atomic():
-        recipient, _ = Recipient.objects.get_or_create(external_id=recipient_external_id)
+        if create_recipient:
+            recipient, _ = Recipient.objects.get_or_create(external_id=recipient_external_id)
+        else:
+            recipient = Recipient.objects.get(external_id=recipient_external_id)
         preference, _ = Preference.objects.update_or_create(recipient=recipient, defaults={"kinds": kinds, "channels": channels})
     return preference

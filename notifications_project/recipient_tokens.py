@@ -1,7 +1,10 @@
 """End-user tokens: signed, expiring, for one recipient (`Authorization: Bearer <token>`).
 
 Issued by a service for its user's client, which may then read, mark and stream only that
-recipient's inbox and preferences. Signed with SECRET_KEY (django.core.signing): nothing stored.
+recipient's inbox and preferences. Signed with SECRET_KEY (django.core.signing). A token carries
+the recipient's key and its `token_generation`, checked on every use with one primary-key lookup:
+deleting the recipient or revoking its tokens (the generation goes up) ends every token issued
+before, and a recipient created again under the same id has a new key, so old tokens stay dead.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class RecipientPrincipal:
 
     recipient_id: str
     token: str
+    recipient_pk: int = 0
+    token_generation: int = 0
     is_authenticated: bool = True
     is_staff: bool = False
     pk: None = None
@@ -36,22 +41,35 @@ class RecipientPrincipal:
 
 
 def recipient_token_issue(*, recipient_id: str, ttl: timedelta | None = None) -> tuple[str, datetime]:
+    """A token for the recipient's own client; creates the recipient if the product has not
+    registered it yet (only services issue tokens)."""
+    from inbox.models import Recipient
+
+    recipient, _ = Recipient.objects.get_or_create(external_id=recipient_id)
     expires_at = timezone.now() + (ttl or timedelta(seconds=settings.RECIPIENT_TOKEN_TTL_SECONDS))
     # The nonce makes each token distinct (its own throttle bucket), even for one recipient and second.
-    payload = {"r": recipient_id, "exp": int(expires_at.timestamp()), "n": secrets.token_urlsafe(6)}
+    payload = {"r": recipient_id, "k": recipient.pk, "g": recipient.token_generation,
+               "exp": int(expires_at.timestamp()), "n": secrets.token_urlsafe(6)}
     token = signing.dumps(payload, salt=SALT, compress=True)
     return token, expires_at
 
 
-def recipient_token_read(token: str) -> str:
-    """The recipient id a valid, unexpired token is for; raises AuthenticationFailed otherwise."""
+def recipient_token_read(token: str) -> RecipientPrincipal:
+    """The caller a valid, unexpired, unrevoked token stands for; raises AuthenticationFailed otherwise."""
+    from inbox.models import Recipient
+
     try:
         payload = signing.loads(token, salt=SALT)
     except signing.BadSignature:
         raise exceptions.AuthenticationFailed("Invalid recipient token.") from None
-    if not isinstance(payload, dict) or payload.get("exp", 0) < timezone.now().timestamp():
+    if not isinstance(payload, dict) or not all(isinstance(payload.get(f), int) for f in ("k", "g", "exp")):
+        raise exceptions.AuthenticationFailed("Invalid recipient token.")
+    if payload["exp"] < timezone.now().timestamp():
         raise exceptions.AuthenticationFailed("Recipient token expired: ask the service for a new one.")
-    return payload["r"]
+    if not Recipient.objects.filter(pk=payload["k"], external_id=payload["r"], token_generation=payload["g"]).exists():
+        raise exceptions.AuthenticationFailed("Recipient token revoked: ask the service for a new one.")
+    return RecipientPrincipal(recipient_id=payload["r"], token=token, recipient_pk=payload["k"],
+                              token_generation=payload["g"])
 
 
 class RecipientTokenAuthentication(BaseAuthentication):
@@ -64,7 +82,7 @@ class RecipientTokenAuthentication(BaseAuthentication):
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Use: Authorization: Bearer <token>.")
         token = header[1].decode(errors="replace")
-        return RecipientPrincipal(recipient_id=recipient_token_read(token), token=token), token
+        return recipient_token_read(token), token
 
     def authenticate_header(self, request):
         return 'Bearer realm="api"'

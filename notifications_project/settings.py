@@ -133,7 +133,8 @@ SSE_MAX_STREAMS_PER_PROCESS = _setting("SSE_MAX_STREAMS_PER_PROCESS", env.int, d
 # answers the stream route at once with a 421 that names it.
 STREAM_URL = _setting("STREAM_URL", env.str, default="", check=lambda v: v == "" or v.startswith(("http://", "https://")))
 # Web apps (https://app.example.com) allowed to call the routes a recipient token reaches (CORS).
-CORS_ALLOWED_ORIGINS = _setting("CORS_ALLOWED_ORIGINS", env.list, default=[])
+CORS_ALLOWED_ORIGINS = _setting("CORS_ALLOWED_ORIGINS", env.list, default=[], check=lambda origins: all(
+    o.startswith(("http://", "https://")) and o.split("://", 1)[1] and "/" not in o.split("://", 1)[1] for o in origins))
 # Throttle counts live here; one process: the default; several processes: redis://... to share them.
 CACHES = {"default": _setting("CACHE_URL", env.cache_url, default="locmemcache://")}
 

@@ -103,3 +103,20 @@ def test_no_origin_is_allowed_by_default(bob, settings):
     settings.CORS_ALLOWED_ORIGINS = []
 
     assert "Access-Control-Allow-Origin" not in _preflight(INBOX, "GET").headers
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CORS_ALLOWED_ORIGINS", "app.example.com"),
+    ("CORS_ALLOWED_ORIGINS", "https://app.example.com/inbox"),
+    ("STREAM_URL", "stream.example.com"),
+    ("SSE_MAX_STREAMS_PER_RECIPIENT", "0"),
+    ("SSE_MAX_STREAMS_PER_PROCESS", "many"),
+])
+def test_malformed_stream_and_cors_settings_stop_with_one_line_naming_them(variable, value):
+    from notifications_project.tests.test_configuration import _manage_check
+
+    result = _manage_check(SECRET_KEY="a-long-enough-secret-key", **{variable: value})
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], result.stderr

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import orjson
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -141,10 +142,23 @@ def recipient_tokens_revoke(*, recipient_external_id: str) -> None:
 STREAMS_RECHECK_CHANNEL = "inbox_recipient_streams"
 
 
+# Read-state changes, pushed to the recipient's open streams as `event: state` (inbox/stream.py).
+STATE_CHANNEL = "inbox_state"
+
+
 def _streams_recheck(*, recipient_pk: int) -> None:
+    _notify(STREAMS_RECHECK_CHANNEL, str(recipient_pk))
+
+
+def _state_changed(*, recipient_pk: int, change: dict) -> None:
+    _notify(STATE_CHANNEL, orjson.dumps({"recipient_pk": recipient_pk, **change}).decode())
+
+
+def _notify(channel: str, payload: str) -> None:
+    """PostgreSQL NOTIFY, sent when the surrounding transaction commits (at once in autocommit)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [STREAMS_RECHECK_CHANNEL, str(recipient_pk)])
+            cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
 
 READ_STATE_ACTIONS = {
@@ -157,21 +171,29 @@ READ_STATE_ACTIONS = {
 
 
 def notification_mark(*, recipient_external_id: str, notification_id: str, action: str) -> Notification:
-    """Apply a read-state action to one notification of one recipient; raises Notification.DoesNotExist."""
+    """Apply a read-state action to one notification of one recipient; raises Notification.DoesNotExist.
+    A change is pushed to the recipient's open streams."""
     notifications = Notification.objects.filter(recipient__external_id=recipient_external_id, notification_id=notification_id)
-    READ_STATE_ACTIONS[action](notifications)
-    return notifications.get()
+    changed = READ_STATE_ACTIONS[action](notifications)
+    notification = notifications.get()
+    if changed:
+        _state_changed(recipient_pk=notification.recipient_id, change={"action": action, "ids": [notification_id]})
+    return notification
 
 
 def notifications_mark_all_read(*, recipient_external_id: str, up_to: str | None = None) -> int:
     """Mark every unread notification read, or only those up to (and including) the notification `up_to`."""
-    notifications = Notification.objects.filter(recipient__external_id=recipient_external_id)
+    recipient_pk = Recipient.objects.filter(external_id=recipient_external_id).values_list("id", flat=True).first()
+    notifications = Notification.objects.filter(recipient_id=recipient_pk)
     if up_to is not None:
         newest = notifications.filter(notification_id=up_to).values_list("id", flat=True).first()
         if newest is None:
             raise Notification.DoesNotExist(up_to)
         notifications = notifications.filter(id__lte=newest)
-    return notifications.mark_read()
+    marked = notifications.mark_read() if recipient_pk is not None else 0
+    if marked:
+        _state_changed(recipient_pk=recipient_pk, change={"action": "read-all", "up_to": up_to})
+    return marked
 
 
 def preference_set(

@@ -14,6 +14,9 @@ stream of that recipient (or, when the process is full, of the process) is close
 `event: close` and a longer `retry:`, after which its EventSource reconnects: no client is
 refused for good, and several tabs of one user keep working.
 
+Read state: a change (read, unread, seen, archive, unarchive, read-all) is sent to every open
+stream of the recipient as `event: state`, with the recipient's unread count (PostgreSQL only).
+
 Revocation: a stream opened with a recipient token closes when the recipient's tokens are revoked
 or the recipient is deleted (NOTIFY from inbox.services; every few seconds the broadcaster also
 checks the generations of the tokens its streams were opened with, which is all SQLite has).
@@ -34,11 +37,11 @@ import orjson
 import psycopg
 from django.conf import settings
 from django.db import connection
-from django.db.models import Max, Q
+from django.db.models import Count, Max, Q
 
 from inbox.models import Notification, Recipient
 from inbox.serializers import NotificationOutput
-from inbox.services import STREAMS_RECHECK_CHANNEL
+from inbox.services import STATE_CHANNEL, STREAMS_RECHECK_CHANNEL
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,13 @@ class Closed:
     """The last item of a stream's queue: why the server ends it (replaced, busy, revoked, deleted)."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class State:
+    """A read-state change of the recipient's inbox, with its unread count after it."""
+
+    data: dict
 
 
 @dataclass(eq=False)
@@ -78,6 +88,11 @@ def _rows_after(floors: dict[int, int]) -> list[dict]:
     return [{"pk": n.id, "recipient_pk": n.recipient_id, "data": NotificationOutput(n).data} for n in notifications]
 
 
+def _unread_counts(recipient_pks: set[int]) -> dict[int, int]:
+    unread = Notification.objects.filter(recipient_id__in=recipient_pks).unread()
+    return dict(unread.values("recipient_id").annotate(n=Count("id")).values_list("recipient_id", "n"))
+
+
 def _token_generations(recipient_pks: set[int]) -> dict[int, int]:
     return dict(Recipient.objects.filter(pk__in=recipient_pks).values_list("pk", "token_generation"))
 
@@ -97,6 +112,7 @@ class InboxBroadcaster:
         self.by_recipient: dict[int, list[Subscription]] = {}  # each recipient's streams, oldest first
         self.opened: dict[Subscription, None] = {}  # every stream of the process, oldest first
         self.to_recheck: set[int] = set()  # recipients whose streams' tokens are checked again
+        self.state_changes: list[dict] = []  # read-state changes to push, oldest first
         self.wake = asyncio.Event()
         self.database = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox-stream-db")
         self.tasks: list[asyncio.Task] = []
@@ -143,15 +159,26 @@ class InboxBroadcaster:
                 async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as listener:
                     await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     await listener.execute(f"LISTEN {STREAMS_RECHECK_CHANNEL}")
+                    await listener.execute(f"LISTEN {STATE_CHANNEL}")
                     self.to_recheck.update(self.by_recipient)  # anything committed while we were not listening
                     self.wake.set()
                     async for notify in listener.notifies():
                         if notify.channel == STREAMS_RECHECK_CHANNEL and notify.payload.isdecimal():
                             self.to_recheck.add(int(notify.payload))
+                        elif notify.channel == STATE_CHANNEL:
+                            self._state_changed(notify.payload)
                         self.wake.set()
             except (psycopg.OperationalError, OSError) as exc:
                 logger.warning("stream: lost the database listener (%s); reconnecting in 1 s", exc)
                 await asyncio.sleep(1)
+
+    def _state_changed(self, payload: str) -> None:
+        try:
+            change = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(change, dict) and change.get("recipient_pk") in self.by_recipient:
+            self.state_changes.append(change)
 
     async def _fetch_loop(self) -> None:
         next_recheck = time.monotonic() + TOKEN_RECHECK_SECONDS
@@ -167,6 +194,8 @@ class InboxBroadcaster:
                     await self._recheck_tokens()
                 if self.opened:
                     await self._fetch_and_dispatch()
+                if self.state_changes:
+                    await self._dispatch_state_changes()
             except Exception:  # a database hiccup must not end every stream of the process
                 logger.exception("stream: reading the database failed; retrying")
                 await asyncio.sleep(1)
@@ -201,6 +230,22 @@ class InboxBroadcaster:
                         subscription.cursor = row["pk"]
             if len(rows) < FETCH_LIMIT:
                 return
+
+
+    async def _dispatch_state_changes(self) -> None:
+        """After the new notifications: each change, with the recipient's unread count now (one
+        query for all of them), so that every open tab shows the same count."""
+        changes, self.state_changes = self.state_changes, []
+        try:
+            counts = await self._db(_unread_counts, {change["recipient_pk"] for change in changes})
+        except Exception:
+            self.state_changes[:0] = changes
+            raise
+        for change in changes:
+            data = {key: value for key, value in change.items() if key != "recipient_pk"}
+            state = State({**data, "unread_count": counts.get(change["recipient_pk"], 0)})
+            for subscription in self.by_recipient.get(change["recipient_pk"], ()):
+                subscription.queue.put_nowait(state)
 
 
 _broadcasters: dict[int, InboxBroadcaster] = {}
@@ -242,6 +287,9 @@ async def sse_events(*, recipient_pk: int, cursor: int, token_generation: int | 
             if isinstance(item, Closed):
                 yield sse_close(item)
                 return
+            if isinstance(item, State):
+                yield b"event: state\ndata: %s\n\n" % orjson.dumps(item.data)  # no id: Last-Event-ID stays
+                continue
             yield sse_event(item)
     finally:
         hub.unsubscribe(subscription)

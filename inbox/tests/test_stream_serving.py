@@ -3,6 +3,7 @@ processes against the test database. Connection counts come from pg_stat_activit
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import threading
@@ -11,6 +12,7 @@ import time
 import pytest
 import urllib3
 from django.db import connection
+from rest_framework.test import APIClient
 
 from conftest import wait_until
 from delivery.devbroker import free_port, port_open
@@ -267,3 +269,35 @@ def test_runserver_serves_streams_without_leaking_connections(stack, service_tok
 
     assert notification.notification_id in stream.events[0]["data"]
     wait_until(lambda: database_connections() <= baseline, what=f"the baseline of {baseline} connections")
+
+
+def test_read_state_changes_reach_every_open_tab_with_the_unread_count(stack):
+    server = uvicorn(stack)
+    bob = RecipientFactory(external_id="bob")
+    token = recipient_token_issue(recipient_id="bob")[0]
+    tabs = [_open(server, "bob", token) for _ in range(2)]
+    ids = [NotificationFactory(recipient=bob).notification_id for _ in range(3)]
+    for tab in tabs:
+        wait_until(lambda tab=tab: len(tab.events) == 3, what="the three notifications on each tab")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    inbox = "/api/v1/recipients/bob/notifications/"
+
+    assert client.post(f"{inbox}{ids[0]}/read/").status_code == 200
+    assert client.post(f"{inbox}{ids[0]}/read/").status_code == 200  # no change: no event
+    assert client.post(f"{inbox}{ids[1]}/archive/").status_code == 200
+    assert client.post(f"{inbox}read-all/", {}, format="json").json() == {"marked": 2}  # the archived one too
+    assert client.post(f"{inbox}{ids[2]}/unread/").status_code == 200
+
+    expected = [
+        {"action": "read", "ids": [ids[0]], "unread_count": 2},
+        {"action": "archive", "ids": [ids[1]], "unread_count": 1},
+        {"action": "read-all", "up_to": None, "unread_count": 0},
+        {"action": "unread", "ids": [ids[2]], "unread_count": 1},
+    ]
+    for tab in tabs:
+        wait_until(lambda tab=tab: len(tab.events) == 7, what="four state events on each tab")
+        states = tab.events[3:]
+        assert {e["event"] for e in states} == {"state"} and not any("id" in e for e in states)
+        assert [json.loads(e["data"]) for e in states] == expected
+        tab.close()

@@ -10,7 +10,7 @@ Database connections: the broadcaster has two per process (LISTEN, and one for i
 thread of its own), whatever the number of streams. A waiting stream holds none.
 
 Bounds: SSE_MAX_STREAMS_PER_RECIPIENT and SSE_MAX_STREAMS_PER_PROCESS. Beyond either, the oldest
-stream of that recipient (or, when the process is full, of the process) is closed with an
+stream of that recipient (or, when the process is full and it has none, of the process) is closed with an
 `event: close` and a longer `retry:`, after which its EventSource reconnects: no client is
 refused for good, and several tabs of one user keep working.
 
@@ -125,10 +125,15 @@ class InboxBroadcaster:
             self.tasks.append(loop.create_task(self._listen_loop(), context=context))
 
     def subscribe(self, *, recipient_pk: int, cursor: int, token_generation: int | None) -> Subscription:
-        if len(self.by_recipient.get(recipient_pk, ())) >= settings.SSE_MAX_STREAMS_PER_RECIPIENT:
-            self._close(self.by_recipient[recipient_pk][0], "replaced")
+        own = self.by_recipient.get(recipient_pk, ())
+        if len(own) >= settings.SSE_MAX_STREAMS_PER_RECIPIENT:
+            self._close(own[0], "replaced")
         elif len(self.opened) >= settings.SSE_MAX_STREAMS_PER_PROCESS:
-            self._close(next(iter(self.opened)), "busy")
+            # The process is full: this recipient's oldest stream makes room, else the process's oldest.
+            if own:
+                self._close(own[0], "replaced")
+            else:
+                self._close(next(iter(self.opened)), "busy")
         subscription = Subscription(recipient_pk=recipient_pk, cursor=cursor, token_generation=token_generation)
         self.by_recipient.setdefault(recipient_pk, []).append(subscription)
         self.opened[subscription] = None

@@ -194,16 +194,20 @@ def test_streams_are_bounded_per_recipient_and_the_oldest_makes_room(stack):
 
 
 def test_streams_are_bounded_per_process(stack):
+    """A full process makes room with the newcomer's own oldest stream, else with its oldest."""
     server = uvicorn(stack, env={"SSE_MAX_STREAMS_PER_PROCESS": "2"})
     tokens = {r: recipient_token_issue(recipient_id=r)[0] for r in ("a", "b", "c")}
     a, b = _open(server, "a", tokens["a"]), _open(server, "b", tokens["b"])
 
-    c = _open(server, "c", tokens["c"])
-
+    a_again = _open(server, "a", tokens["a"])
     assert a.ended.wait(10)
-    assert a.events[-1]["event"] == "close" and a.events[-1]["data"] == '{"reason":"busy"}'
-    assert not b.ended.is_set() and not c.ended.is_set()
-    b.close()
+    assert a.events[-1]["event"] == "close" and a.events[-1]["data"] == '{"reason":"replaced"}'
+    c = _open(server, "c", tokens["c"])
+    assert b.ended.wait(10)
+    assert b.events[-1]["event"] == "close" and b.events[-1]["data"] == '{"reason":"busy"}'
+
+    assert not a_again.ended.is_set() and not c.ended.is_set()
+    a_again.close()
     c.close()
 
 

@@ -97,8 +97,9 @@ def test_preferences_set_for_a_recipient_token_never_create_the_recipient():
 
 
 @pytest.mark.parametrize("payload", [
-    {"r": "bob", "exp": 4_000_000_000, "n": "x"},  # a token from before generations: no key, no generation
-    {"r": "bob", "k": "1", "g": 0, "exp": 4_000_000_000},
+    {"r": "bob", "exp": 4_000_000_000, "n": "x"},  # a token from before generations
+    {"r": "bob", "g": 0, "exp": 4_000_000_000},
+    {"r": ["bob"], "g": "x", "exp": 4_000_000_000},
     ["bob"],
 ])
 def test_tokens_without_a_key_and_generation_are_401(bob, payload):
@@ -118,4 +119,24 @@ def test_checking_a_token_costs_one_indexed_query(bob, django_assert_num_queries
     with django_assert_num_queries(1) as captured:
         assert recipient_token_read(token).recipient_pk == bob.pk
 
-    assert '"inbox_recipient"."id" =' in captured.captured_queries[0]["sql"]
+    assert '"inbox_recipient"."external_id" =' in captured.captured_queries[0]["sql"]  # its unique index
+
+
+def test_a_token_does_not_show_the_recipients_key(bob):
+    from django.core import signing
+
+    from notifications_project.recipient_tokens import SALT
+
+    payload = signing.loads(recipient_token_issue(recipient_id="bob")[0], salt=SALT)
+
+    assert set(payload) == {"r", "g", "exp", "n"}  # g: an HMAC of the key and generation, not the key
+
+
+def test_a_token_of_another_generation_is_401(bob):
+    from django.core import signing
+
+    from notifications_project.recipient_tokens import SALT
+
+    other = signing.dumps({"r": "bob", "g": "0" * 24, "exp": 4_000_000_000, "n": "x"}, salt=SALT, compress=True)
+
+    assert _bearer(other).get(INBOX).status_code == 401

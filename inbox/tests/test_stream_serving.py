@@ -164,6 +164,7 @@ def test_a_waiting_stream_holds_no_database_connection(stack):
     for i in range(100):
         _open(server, f"u{i % 50}", tokens[f"u{i % 50}"]).close()
 
+    print(f"connections: {before} before the server, {baseline} after its first stream, {while_open} with 50 open")
     assert while_open <= baseline, f"{while_open} connections with 50 streams open, baseline {baseline}"
     wait_until(lambda: database_connections() <= baseline, what=f"the baseline of {baseline} connections")
     assert _millis("GET", f"{server}/healthz") < 1000  # still serving

@@ -236,7 +236,6 @@ class InboxBroadcaster:
             if len(rows) < FETCH_LIMIT:
                 return
 
-
     async def _dispatch_state_changes(self) -> None:
         """After the new notifications: each change, with the recipient's unread count now (one
         query for all of them), so that every open tab shows the same count."""

@@ -62,6 +62,10 @@ class Recipient(models.Model):
     attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    # Recipient tokens carry the recipient's key and this generation; revoking them adds one. A
+    # recreated recipient has a new key, so the tokens of the deleted one stay dead. db_default:
+    # the worker creates recipients with a raw INSERT.
+    token_generation = models.IntegerField(default=0, db_default=0, editable=False)
 
     objects = RecipientQuerySet.as_manager()
 

@@ -4,8 +4,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import orjson
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from delivery import broker
@@ -185,8 +187,46 @@ def push_secret_rotate(*, recipient_external_id: str) -> RotatedSecret:
 
 
 def recipient_delete(*, recipient: Recipient) -> None:
-    """Erase a recipient with its inbox (its queued campaign tasks are then skipped)."""
-    recipient.delete()
+    """Erase a recipient with its inbox (its queued campaign tasks are then skipped). Its tokens
+    stop working, and its open streams close."""
+    recipient_pk = recipient.pk
+    with transaction.atomic():
+        recipient.delete()
+        _streams_recheck(recipient_pk=recipient_pk)
+
+
+def recipient_tokens_revoke(*, recipient_external_id: str) -> None:
+    """End every recipient token issued so far for this recipient, and close the streams opened
+    with one. Raises Recipient.DoesNotExist."""
+    with transaction.atomic():
+        recipient_pk = Recipient.objects.values_list("pk", flat=True).get(external_id=recipient_external_id)
+        Recipient.objects.filter(pk=recipient_pk).update(token_generation=F("token_generation") + 1)
+        _streams_recheck(recipient_pk=recipient_pk)
+
+
+# The stream servers LISTEN here (inbox/stream.py): the payload is a recipient key whose open
+# streams are checked again at once. NOTIFY is sent at commit. SQLite has none: streams recheck
+# their tokens every few seconds anyway.
+STREAMS_RECHECK_CHANNEL = "inbox_recipient_streams"
+
+
+# Read-state changes, pushed to the recipient's open streams as `event: state` (inbox/stream.py).
+STATE_CHANNEL = "inbox_state"
+
+
+def _streams_recheck(*, recipient_pk: int) -> None:
+    _notify(STREAMS_RECHECK_CHANNEL, str(recipient_pk))
+
+
+def _state_changed(*, recipient_pk: int, change: dict) -> None:
+    _notify(STATE_CHANNEL, orjson.dumps({"recipient_pk": recipient_pk, **change}).decode())
+
+
+def _notify(channel: str, payload: str) -> None:
+    """PostgreSQL NOTIFY, sent when the surrounding transaction commits (at once in autocommit)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
 
 READ_STATE_ACTIONS = {
@@ -199,26 +239,40 @@ READ_STATE_ACTIONS = {
 
 
 def notification_mark(*, recipient_external_id: str, notification_id: str, action: str) -> Notification:
-    """Apply a read-state action to one notification of one recipient; raises Notification.DoesNotExist."""
+    """Apply a read-state action to one notification of one recipient; raises Notification.DoesNotExist.
+    A change is pushed to the recipient's open streams."""
     notifications = Notification.objects.filter(recipient__external_id=recipient_external_id, notification_id=notification_id)
-    READ_STATE_ACTIONS[action](notifications)
-    return notifications.get()
+    changed = READ_STATE_ACTIONS[action](notifications)
+    notification = notifications.get()
+    if changed:
+        _state_changed(recipient_pk=notification.recipient_id, change={"action": action, "ids": [notification_id]})
+    return notification
 
 
 def notifications_mark_all_read(*, recipient_external_id: str, up_to: str | None = None) -> int:
     """Mark every unread notification read, or only those up to (and including) the notification `up_to`."""
-    notifications = Notification.objects.filter(recipient__external_id=recipient_external_id)
+    recipient_pk = Recipient.objects.filter(external_id=recipient_external_id).values_list("id", flat=True).first()
+    notifications = Notification.objects.filter(recipient_id=recipient_pk)
     if up_to is not None:
         newest = notifications.filter(notification_id=up_to).values_list("id", flat=True).first()
         if newest is None:
             raise Notification.DoesNotExist(up_to)
         notifications = notifications.filter(id__lte=newest)
-    return notifications.mark_read()
+    marked = notifications.mark_read() if recipient_pk is not None else 0
+    if marked:
+        _state_changed(recipient_pk=recipient_pk, change={"action": "read-all", "up_to": up_to})
+    return marked
 
 
-def preference_set(*, recipient_external_id: str, kinds: dict[str, bool], channels: dict[str, bool]) -> Preference:
-    """Replace a recipient's opt-outs (creating the recipient if the product has not registered it yet)."""
+def preference_set(
+    *, recipient_external_id: str, kinds: dict[str, bool], channels: dict[str, bool], create_recipient: bool = True
+) -> Preference:
+    """Replace a recipient's opt-outs, creating the recipient if the product has not registered it
+    yet and `create_recipient` (services; never a recipient's own token). Raises Recipient.DoesNotExist."""
     with transaction.atomic():
-        recipient, _ = Recipient.objects.get_or_create(external_id=recipient_external_id)
+        if create_recipient:
+            recipient, _ = Recipient.objects.get_or_create(external_id=recipient_external_id)
+        else:
+            recipient = Recipient.objects.get(external_id=recipient_external_id)
         preference, _ = Preference.objects.update_or_create(recipient=recipient, defaults={"kinds": kinds, "channels": channels})
     return preference

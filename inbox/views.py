@@ -29,7 +29,7 @@ from inbox.serializers import (
 from notifications_project.api import NewestFirstCursorPagination
 from notifications_project.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from notifications_project.permissions import InboxAccess
-from notifications_project.recipient_tokens import recipient_token_issue
+from notifications_project.recipient_tokens import RecipientPrincipal, recipient_token_issue
 
 
 def _accepted(task) -> Response:
@@ -123,17 +123,31 @@ class PreferenceView(APIView):
     def put(self, request, recipient_id):
         serializer = PreferenceInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        preference = services.preference_set(recipient_external_id=recipient_id, **serializer.validated_data)
+        try:
+            preference = services.preference_set(recipient_external_id=recipient_id, **serializer.validated_data,
+                                                 create_recipient=not isinstance(request.user, RecipientPrincipal))
+        except Recipient.DoesNotExist:
+            raise NotFound(f"No recipient {recipient_id}.") from None
         return Response({"kinds": preference.kinds, "channels": preference.channels})
 
 
 class RecipientTokenView(APIView):
-    """Issue a signed, expiring token with which the recipient's own client reads its inbox."""
+    """Issue a signed, expiring token with which the recipient's own client reads its inbox (POST;
+    creates the recipient if unknown), or revoke all of the recipient's tokens (DELETE; its streams
+    opened with one close)."""
 
     @extend_schema(request=None, responses={201: RecipientTokenOutput})
     def post(self, request, recipient_id):
         token, expires_at = recipient_token_issue(recipient_id=recipient_id)
         return Response(RecipientTokenOutput({"token": token, "expires_at": expires_at}).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request, recipient_id):
+        try:
+            services.recipient_tokens_revoke(recipient_external_id=recipient_id)
+        except Recipient.DoesNotExist:
+            raise NotFound(f"No recipient {recipient_id}.") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class RecipientViewSet(viewsets.GenericViewSet):

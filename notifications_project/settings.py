@@ -150,11 +150,22 @@ THROTTLE_RATE_SERVICE = _setting("THROTTLE_RATE_SERVICE", env.str, default="")
 THROTTLE_RATE_RECIPIENT = _setting("THROTTLE_RATE_RECIPIENT", env.str, default="300/min")
 # A comment line on every open live stream this often, so that proxies keep it open.
 SSE_HEARTBEAT_SECONDS = _setting("SSE_HEARTBEAT_SECONDS", env.float, default=15.0, check=_positive)
+# Open live streams per recipient and per server process; beyond either, the oldest stream of that
+# recipient (or of the process) is closed, and its EventSource reconnects later.
+SSE_MAX_STREAMS_PER_RECIPIENT = _setting("SSE_MAX_STREAMS_PER_RECIPIENT", env.int, default=10, check=_positive)
+SSE_MAX_STREAMS_PER_PROCESS = _setting("SSE_MAX_STREAMS_PER_PROCESS", env.int, default=1000, check=_positive)
+# Where the ASGI server serves the live streams (e.g. https://stream.example.com); a sync server
+# answers the stream route at once with a 421 that names it.
+STREAM_URL = _setting("STREAM_URL", env.str, default="", check=lambda v: v == "" or v.startswith(("http://", "https://")))
+# Web apps (https://app.example.com) allowed to call the routes a recipient token reaches (CORS).
+CORS_ALLOWED_ORIGINS = _setting("CORS_ALLOWED_ORIGINS", env.list, default=[], check=lambda origins: all(
+    o.startswith(("http://", "https://")) and o.split("://", 1)[1] and "/" not in o.split("://", 1)[1] for o in origins))
 # Throttle counts live here; one process: the default; several processes: redis://... to share them.
 CACHES = {"default": _setting("CACHE_URL", env.cache_url, default="locmemcache://")}
 
 # --- Django --------------------------------------------------------------------------------------
 INSTALLED_APPS = [
+    "daphne",  # its runserver (ASGI) replaces Django's: `manage.py runserver` serves the streams too
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -163,6 +174,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "corsheaders",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "notifications_project",
@@ -172,6 +184,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",
     "notifications_project.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -182,6 +195,12 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# CORS only on the routes a browser calls with a recipient token: its inbox, read state, unread count,
+# stream and preferences. Bearer tokens, no cookies: no credentials.
+CORS_URLS_REGEX = r"^/api/v1/recipients/[^/]+/(notifications/|preferences/$)"
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "last-event-id")
+CORS_EXPOSE_HEADERS = ("Retry-After",)
 
 ROOT_URLCONF = "notifications_project.urls"
 WSGI_APPLICATION = "notifications_project.wsgi.application"

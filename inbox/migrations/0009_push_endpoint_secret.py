@@ -20,7 +20,7 @@ def secrets_for_existing_endpoints(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("inbox", "0007_drop_redundant_recipient_index")]
+    dependencies = [("inbox", "0008_recipient_token_generation")]
 
     operations = [
         migrations.AddField(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 
@@ -13,6 +15,8 @@ class StreamReader:
         self.events: list[dict[str, str]] = []
         self.received_at: list[float] = []  # time.time() of each event, for latency
         self.comments: list[str] = []
+        self.directives: list[dict[str, str]] = []  # fields without data ("retry: 3000", the first message)
+        self.ended = threading.Event()  # the server closed the stream
         self.response = urllib3.PoolManager().request(
             "GET", url, headers=headers, preload_content=False, timeout=urllib3.Timeout(connect=5, read=60)
         )
@@ -36,6 +40,8 @@ class StreamReader:
                     if "data" in event:  # not the opening "retry:" directive
                         self.received_at.append(time.time())
                         self.events.append(event)
+                    elif event:
+                        self.directives.append(event)
                     event = {}
                 elif line.startswith(":"):
                     self.comments.append(line)
@@ -44,7 +50,15 @@ class StreamReader:
                     event[name] = value
         except Exception:  # noqa: BLE001 - closed by the caller
             pass
+        finally:
+            self.ended.set()
 
     def close(self):
-        self.response.release_conn()
+        # Shut the socket down first: closing the response alone waits for the reading thread's
+        # pending read (up to the next heartbeat).
+        sock = getattr(self.response.connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self.response.close()
+        self.thread.join(timeout=5)

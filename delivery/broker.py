@@ -6,6 +6,7 @@ dataclasses in delivery.messages.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -119,13 +120,9 @@ def topics_ensure(logical_topics: tuple[str, ...] = ALL_TOPICS) -> list[str]:
         admin.close()
 
 
-def topic_ids(names: list[str]) -> dict[str, object]:
+def topic_ids(names: list[str], admin: KafkaAdminClient) -> dict[str, object]:
     """The broker's id of each of these topics that exists (a recreated topic gets a new id)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=5_000)
-    try:
-        return {t["name"]: t["topic_id"] for t in admin.describe_topics(names) if t.get("error_code", 0) == 0}
-    finally:
-        admin.close()
+    return {t["name"]: t["topic_id"] for t in admin.describe_topics(names) if t.get("error_code", 0) == 0}
 
 
 _losses = 0  # how many times a TopicWatch of this process saw the broker lose topics
@@ -147,23 +144,36 @@ class TopicWatch:
         self.interval = interval
         self._ids: dict[str, object] = {}
         self._last = 0.0
+        self._admin: KafkaAdminClient | None = None  # kept between looks: making one costs a handshake
 
     def lost_topics(self) -> list[str]:
         if time.monotonic() - self._last < self.interval:
             return []
         self._last = time.monotonic()
-        described = topic_ids(list(self.names))
-        if len(described) < len(self.names):
-            created = topics_ensure(tuple(self.names.values()))
-            if created:
-                logger.warning("the broker had lost topics; created %s again", ", ".join(created))
-            described = topic_ids(list(self.names))
+        try:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=5_000)
+            described = topic_ids(list(self.names), self._admin)
+            if len(described) < len(self.names):
+                created = topics_ensure(tuple(self.names.values()))
+                if created:
+                    logger.warning("the broker had lost topics; created %s again", ", ".join(created))
+                described = topic_ids(list(self.names), self._admin)
+        except Exception:
+            self.close()  # a broker that restarted: the next look connects afresh
+            raise
         lost = {self.names[name] for name, seen in self._ids.items() if described.get(name) != seen}
         self._ids = described
         if lost:
             global _losses
             _losses += 1
         return sorted(lost)
+
+    def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                admin.close()
 
 
 def broker_reachable(timeout_ms: int = 2000) -> bool:

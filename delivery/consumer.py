@@ -153,25 +153,32 @@ class BatchConsumer:
                 "%s: stopping after %d records in %.1f s; leaving the group",
                 self.name, self.records_total, time.monotonic() - started,
             )
+            self.topic_watch.close()
             self.consumer.close(autocommit=False)
             with contextlib.suppress(DatabaseError):
                 ConsumerHeartbeat.objects.filter(process=self.process_name).delete()
 
     def _watch_topics(self) -> None:
-        """A broker that lost our topics also lost the group: start a new member, which joins afresh
-        and reads from the committed offsets (none now: from the beginning; the ledger drops repeats)."""
+        """A broker that lost our topics: read them again from the beginning of their new logs (the
+        group, lost too, is rejoined by the client; each assignment rewinds to the committed offsets,
+        none now). The ledger drops whatever is read twice."""
         try:
             lost = self.topic_watch.lost_topics()
-        except KafkaError as exc:
+        except Exception as exc:  # noqa: BLE001 - the broker is away: the next look tries again
             logger.debug("%s: topics not checked (%s)", self.name, exc)
             return
         if not lost:
             return
-        logger.warning("%s: the broker lost %s; joining the group again from the committed offsets",
-                       self.name, ", ".join(lost))
-        self.consumer.unsubscribe()  # leaves the assignment; subscribing again joins afresh
-        self.consumer.subscribe([broker.topic_name(t) for t in self.logical_topics], listener=self.assignment_watch)
-        self.paused_until.clear()
+        logger.warning("%s: the broker lost %s; reading those topics again from the beginning", self.name, ", ".join(lost))
+        names = {broker.topic_name(t) for t in lost}
+        lost_partitions = [tp for tp in self.consumer.assignment() if tp.topic in names]
+        if not lost_partitions:
+            return  # the group dropped us too: the next assignment rewinds (see _rewind_to_committed)
+        with contextlib.suppress(KafkaError, ValueError):  # ValueError: unassigned meanwhile
+            self.consumer.seek_to_beginning(*lost_partitions)
+            for tp in lost_partitions:
+                self.paused_until.pop(tp, None)
+            self.consumer.resume(*lost_partitions)
 
     def _rewind_to_committed(self) -> None:
         """After every assignment, start each partition from the group's committed offset (the

@@ -319,6 +319,7 @@ def relay_run(*, stop, heartbeat=None, idle_wait: float = 1.0) -> int:
                 last_log, logged = time.monotonic(), published
     finally:
         relay.close()
+        watch.close()
         with contextlib.suppress(Exception):
             connection.close()
         logger.info("relay: stopped after publishing %d events", published)

@@ -203,6 +203,9 @@ def test_requests_answered_while_the_broker_is_down_are_delivered_after_it_retur
 
         wait_until(lambda: Notification.objects.count() == 40, timeout=90, what="every accepted request delivered")
         assert set(Notification.objects.values_list("notification_id", flat=True)) == {r.json()["id"] for r in accepted}
+    except BaseException:
+        print(processes.logs())
+        raise
     finally:
         processes.stop_all()
         own.stop()

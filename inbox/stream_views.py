@@ -15,6 +15,7 @@ from rest_framework.request import Request
 
 from inbox.models import Recipient
 from inbox.stream import sse_events
+from notifications_project.fields import event_id_parse
 from notifications_project.permissions import is_service_or_staff
 from notifications_project.recipient_tokens import RecipientPrincipal, RecipientTokenAuthentication, recipient_token_read
 
@@ -47,11 +48,13 @@ def _authorize(request, recipient_id: str) -> tuple[int, JsonResponse | None]:
 
 
 async def notification_stream(request, recipient_id: str):
+    try:
+        last_event_id = event_id_parse(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
+    except ValueError as exc:
+        return JsonResponse({"Last-Event-ID": [str(exc)]}, status=400)
     recipient_pk, refused = await sync_to_async(_authorize)(request, recipient_id)
     if refused is not None:
         return refused
-    raw_last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
-    last_event_id = int(raw_last_id) if raw_last_id and raw_last_id.isdigit() else None
     response = StreamingHttpResponse(sse_events(recipient_pk=recipient_pk, last_event_id=last_event_id),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -239,3 +239,17 @@ LOGGING = {
         "kafka": {"level": "WARNING"},
     },
 }
+
+# --- API input, schema, production security, login throttling (issue 10) --------------------------
+# Every JSON body is checked for what PostgreSQL and our encoders cannot carry (NUL, lone surrogates,
+# integers beyond 64 bits, nesting deeper than 32 levels): a 400 naming the field, before any view.
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "notifications_project.api.StorableJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+# Documents every answer of each operation (400/401/403/404/422/429) and the recipient-token scheme.
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "notifications_project.schema.ApiAutoSchema"
+# Path ids and query parameters follow the body rules on every route (400 naming them).
+MIDDLEWARE.insert(MIDDLEWARE.index("notifications_project.middleware.RequestBodyLimitMiddleware") + 1,
+                  "notifications_project.middleware.RequestInputMiddleware")

@@ -1,0 +1,63 @@
+"""schemathesis against /api/schema/, in process (WSGI): no input answers 5xx, every answer matches the schema."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import schemathesis
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from schemathesis.engine import events, from_schema
+
+from notifications_project.wsgi import application
+
+CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance")
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
+SEED = 20261121
+
+
+def _failures(stream) -> tuple[list[str], int, int, float]:
+    failures, cases, operations = [], 0, set()
+    for event in stream:
+        if isinstance(event, (events.ScenarioFinished, events.FuzzScenarioFinished)):
+            recorder = event.recorder
+            cases += len(recorder.cases)
+            for case_id, checks in recorder.checks.items():
+                for check in checks:
+                    if check.failure_info is not None:
+                        case = recorder.cases[case_id].value
+                        interaction = recorder.interactions.get(case_id)
+                        status = interaction.response.status_code if interaction and interaction.response else None
+                        failures.append(f"{check.name}: {case.method} {case.formatted_path} -> {status}: "
+                                        f"{check.failure_info.failure.title}\n    {case.as_curl_command()[:600]}")
+            operations.add(recorder.label)
+        elif isinstance(event, events.NonFatalError):
+            failures.append(f"error in {event.label}: {event.info.title}: {event.info.message}")
+        elif isinstance(event, events.FatalError):
+            failures.append(f"fatal: {event.exception!r}")
+        elif isinstance(event, events.EngineFinished):
+            return failures, len(operations), cases, event.running_time
+    return failures, len(operations), cases, 0.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_input_answers_5xx_and_every_answer_matches_the_schema():
+    user = get_user_model().objects.create(username="schemathesis", is_staff=False)
+    token = Token.objects.create(user=user).key
+    config = schemathesis.Config.from_dict({
+        "seed": SEED,
+        "headers": {"Authorization": f"Token {token}"},
+        "workers": 1,
+        "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+        "generation": {"max-examples": MAX_EXAMPLES, "deterministic": False},
+        "phases": {"stateful": {"enabled": False}},
+    })
+    schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application, config=config,
+                                            headers={"Authorization": f"Token {token}"})
+    started = time.monotonic()
+    failures, operations, cases, _ = _failures(from_schema(schema).execute())
+    elapsed = time.monotonic() - started
+    print(f"schemathesis: {operations} operations, {cases} cases, {elapsed:.0f} s, {len(failures)} failures")
+    assert not failures, "\n".join(failures[:80])

@@ -1,5 +1,6 @@
 """API behaviour shared by every app: JSON 404s, the JSON parser, pagination."""
 
+import json
 import re
 
 import orjson
@@ -32,12 +33,24 @@ class StorableJSONParser(JSONParser):
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise ParseError(f"JSON parse error: {exc}") from None
+            value = _lenient_loads(raw, exc)  # to name the field holding a lone surrogate, NaN or Infinity
         if problem := json_value_problem(value):
             path, message = problem
             field = path[0] if path and isinstance(path[0], str) else api_settings.NON_FIELD_ERRORS_KEY
             raise ValidationError({field: [message]})
         return value
+
+
+def _lenient_loads(raw: bytes, error: orjson.JSONDecodeError):
+    """The standard library's reading of a body orjson refused (it allows lone surrogates, NaN and
+    Infinity, which `json_value_problem` then names), or the ParseError. Never for nesting: orjson
+    refused that already, and the standard library would recurse."""
+    if "depth" not in str(error):
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            pass
+    raise ParseError(f"JSON parse error: {error}")
 
 
 _POSITION = re.compile(r"-?[0-9]{1,19}")

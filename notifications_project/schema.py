@@ -1,8 +1,8 @@
 """The OpenAPI schema (drf-spectacular): every answer an operation can give, and the recipient tokens.
 
 Each operation documents, besides its own answers, the errors every route shares: 400 (a message per
-field: body, query parameters, path ids), 401, 403, 429, and 404 where the path names something;
-422 where it takes an Idempotency-Key.
+field: body, query parameters, path ids), 401, 403, 429, 404 where the path names something,
+415 where it takes a body, and 422 where it takes an Idempotency-Key.
 """
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -25,6 +25,7 @@ SHARED_ERRORS = {
     "429": _error('Too many requests from this token: {"detail": "message"}; see the Retry-After header.'),
 }
 NOT_FOUND = _error('No such thing, or another recipient\'s: {"detail": "message"}.')
+UNSUPPORTED_MEDIA_TYPE = _error('The body\'s Content-Type is not JSON, form or multipart: {"detail": "message"}.')
 IDEMPOTENCY_CONFLICT = _error('This Idempotency-Key was used with another request body: {"detail": "message"}.')
 
 
@@ -34,6 +35,8 @@ class ApiAutoSchema(AutoSchema):
         errors = dict(SHARED_ERRORS)
         if "{" in self.path:
             errors["404"] = NOT_FOUND
+        if self.method in ("POST", "PUT", "PATCH"):
+            errors["415"] = UNSUPPORTED_MEDIA_TYPE
         if getattr(self._view_method(), "idempotent", False):
             errors["422"] = IDEMPOTENCY_CONFLICT
         for code, error in errors.items():

@@ -3,6 +3,7 @@ nothing stored or published. Every case below answered an HTML 500 (or a 200) on
 
 import base64
 import json
+from urllib.parse import urlencode
 
 import pytest
 
@@ -151,3 +152,12 @@ def test_data_at_the_limits_is_accepted(service_client):
 
 def test_page_size_over_the_cap_is_capped_not_refused(service_client):
     assert service_client.get(f"{INBOX}?page_size=500").status_code == 200
+
+
+@pytest.mark.parametrize("field", ["fromID", "toID", "message"])
+def test_nul_in_a_form_field_of_the_seed_send_is_a_400(service_client, field):
+    body = {"fromID": "2", "toID": "1", "message": "hi", field: "a\x00b"}
+    response = service_client.post("/send", urlencode(body), content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 400 and response.json()[field]
+    assert OutboxEvent.objects.count() == 0

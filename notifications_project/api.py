@@ -24,7 +24,7 @@ class StorableJSONParser(JSONParser):
     """JSON bodies that PostgreSQL and our encoders can carry, or a 400 naming the field.
 
     orjson refuses malformed JSON, lone surrogates, NaN and Infinity, and nesting deeper than 1024
-    levels without recursing; `json_value_error` then bounds depth, text and numbers. A body of
+    levels without recursing; `json_value_problem` then bounds depth, text and numbers. A body of
     10,000 nested arrays is a 400 before anything recurses into it.
     """
 

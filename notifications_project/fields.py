@@ -123,10 +123,10 @@ class DataField(StorableJSONField):
 
 
 # Path ids follow the same rules as the ids in bodies (checked by `middleware.RequestInputMiddleware`).
+# A campaign id (`pk`) that is not a number names no campaign: a 404, as any unknown campaign.
 PATH_ID_FIELDS = {
     "recipient_id": RecipientIdField(),
     "notification_id": serializers.CharField(max_length=NOTIFICATION_ID_MAX_LENGTH),
-    "pk": serializers.IntegerField(min_value=1, max_value=INT64_MAX),
 }
 
 _EVENT_ID = re.compile(r"[0-9]{1,18}")

@@ -52,8 +52,6 @@ CASES = {
     "nul id: stream": ("get", f"/api/v1/recipients/{ID}/notifications/stream/", None, {}, "recipient_id"),
     "nul id: mark": ("post", f"{INBOX}{ID}/read/", None, {}, "notification_id"),
     "nul id: seed inbox": ("get", f"/notifications/{ID}", None, {}, "recipient_id"),
-    "nul id: campaign": ("get", f"/api/v1/campaigns/{ID}/", None, {}, "pk"),
-    "nul id: campaign cancel": ("post", f"/api/v1/campaigns/{ID}/cancel/", None, {}, "pk"),
     # path ids follow the body id rules
     "space in path id": ("put", "/api/v1/recipients/has%20space/preferences/", "{}", {}, "recipient_id"),
     "path id over 128": ("put", f"/api/v1/recipients/{'a' * 129}/preferences/", "{}", {}, "recipient_id"),
@@ -161,3 +159,12 @@ def test_nul_in_a_form_field_of_the_seed_send_is_a_400(service_client, field):
 
     assert response.status_code == 400 and response.json()[field]
     assert OutboxEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize("path", [f"/api/v1/campaigns/{ID}/", f"/api/v1/campaigns/{ID}/cancel/",
+                                  f"/api/v1/campaigns/{'9' * 30}/", f"/api/v1/campaigns/{2**63}/cancel/"])
+def test_a_campaign_id_that_is_no_number_or_too_big_names_no_campaign(service_client, path):
+    response = service_client.post(path) if path.endswith("cancel/") else service_client.get(path)
+
+    assert response.status_code == 404 and response.json()["detail"]
+    assert _nothing_stored()["Campaign"] == 0

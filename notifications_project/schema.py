@@ -1,7 +1,7 @@
 """The OpenAPI schema (drf-spectacular): every answer an operation can give, and the recipient tokens.
 
 Each operation documents, besides its own answers, the errors every route shares: 400 (a message per
-field: body, query parameters, path ids), 401, 403, 429, 404 where the path names something,
+field: body, query parameters, path ids), 401, 403, 406, 429, 404 where the path names something,
 415 where it takes a body, and 422 where it takes an Idempotency-Key.
 """
 
@@ -22,6 +22,7 @@ SHARED_ERRORS = {
                   'query parameter or path id, or {"detail": "message"}. Nothing was stored.'),
     "401": _error('No or invalid credentials: {"detail": "message"}.'),
     "403": _error('These credentials may not do this: {"detail": "message"}.'),
+    "406": _error('The Accept header asks for neither JSON nor the browsable API\'s HTML: {"detail": "message"}.'),
     "429": _error('Too many requests from this token: {"detail": "message"}; see the Retry-After header.'),
 }
 NOT_FOUND = _error('No such thing, or another recipient\'s: {"detail": "message"}.')
@@ -35,7 +36,7 @@ class ApiAutoSchema(AutoSchema):
         errors = dict(SHARED_ERRORS)
         if "{" in self.path:
             errors["404"] = NOT_FOUND
-        if self.method in ("POST", "PUT", "PATCH"):
+        if self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None:
             errors["415"] = UNSUPPORTED_MEDIA_TYPE
         if getattr(self._view_method(), "idempotent", False):
             errors["422"] = IDEMPOTENCY_CONFLICT

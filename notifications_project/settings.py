@@ -250,7 +250,7 @@ REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
     "rest_framework.parsers.FormParser",
     "rest_framework.parsers.MultiPartParser",
 ]
-# Documents every answer of each operation (400/401/403/404/415/422/429) and the recipient-token scheme.
+# Documents every answer of each operation (400/401/403/404/406/415/422/429) and the recipient-token scheme.
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "notifications_project.schema.ApiAutoSchema"
 # Path ids and query parameters follow the body rules on every route (400 naming them).
 MIDDLEWARE.insert(MIDDLEWARE.index("notifications_project.middleware.RequestBodyLimitMiddleware") + 1,

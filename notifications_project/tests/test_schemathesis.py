@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -19,6 +23,7 @@ CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conform
 # Examples per operation and phase (fuzzing); more find more, slower. 100: about a minute and a half.
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "100"))
 SEED = 20261121
+BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 def _failures(stream) -> tuple[list[str], int, int]:
@@ -72,3 +77,32 @@ def test_no_input_answers_5xx_and_every_answer_matches_the_schema(caplog, caller
 
     assert operations == len(list(schema.get_all_operations()))
     assert not failures, "\n".join(failures[:80])
+
+
+def test_the_schema_generates_without_warnings_and_validates(tmp_path):
+    result = subprocess.run([sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn",
+                             "--format", "openapi-json", "--file", str(tmp_path / "schema.json")],
+                            cwd=BASE_DIR, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr
+    schema = json.loads((tmp_path / "schema.json").read_text())
+    assert schema["components"]["securitySchemes"]["recipientToken"] == {
+        "type": "http", "scheme": "bearer", "description": schema["components"]["securitySchemes"]["recipientToken"]["description"]}
+    operations = [(method, path, op) for path, ops in schema["paths"].items() for method, op in ops.items()]
+    assert len(operations) == 24
+    for method, path, op in operations:
+        codes = set(op["responses"])
+        assert {"400", "401", "403", "406", "429"} <= codes, (method, path, codes)
+        assert "{" not in path or "404" in codes, (method, path, codes)
+        uses_recipient_token = {"recipientToken": []} in op["security"]
+        inbox = "{recipient_id}/notifications/" in path or path.endswith("/preferences/") or path.startswith("/notifications/")
+        assert uses_recipient_token == inbox, (method, path)
+    assert "422" in schema["paths"]["/api/v1/notifications/"]["post"]["responses"]
+    assert "409" in schema["paths"]["/api/v1/campaigns/{id}/cancel/"]["post"]["responses"]
+
+
+@pytest.mark.django_db
+def test_an_accept_header_we_cannot_answer_is_the_documented_406(service_client):
+    response = service_client.get("/api/v1/campaigns/", HTTP_ACCEPT="application/xml")
+
+    assert response.status_code == 406

@@ -10,6 +10,8 @@ import json
 import math
 import re
 
+import orjson
+
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
@@ -100,13 +102,21 @@ class ChoiceWithListField(serializers.ChoiceField):
 
 
 class StorableJSONField(serializers.JSONField):
-    """Any JSON value that PostgreSQL's jsonb and our encoders can carry (see `json_value_error`)."""
+    """Any JSON value that PostgreSQL's jsonb and our encoders can carry (see `json_value_error`).
+
+    In a form (not a JSON body, which `api.StorableJSONParser` has read already) the value is JSON
+    text: orjson reads it, refusing nesting deeper than 1024 levels without recursing.
+    """
 
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if problem := json_value_error(value):
+        if isinstance(data, (str, bytes)) and (self.binary or getattr(data, "is_json_string", False)):
+            try:
+                data = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise serializers.ValidationError(f"Not valid JSON: {exc}.") from None
+        if problem := json_value_error(data):  # before DRF's own checks, which recurse
             raise serializers.ValidationError(problem)
-        return value
+        return super().to_internal_value(data)
 
 
 class DataField(StorableJSONField):

@@ -168,3 +168,23 @@ def test_a_campaign_id_that_is_no_number_or_too_big_names_no_campaign(service_cl
 
     assert response.status_code == 404 and response.json()["detail"]
     assert _nothing_stored()["Campaign"] == 0
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/api/v1/notifications/", {**SEND, "data": _nested(10_000)}, "data"),
+    ("/api/v1/notifications/", {**SEND, "data": '{"n": ' + _nested(900) + "}"}, "data"),
+    ("/api/v1/notifications/", {**SEND, "data": '{"n": ' + "1" * 100 + "}"}, "data"),
+    ("/api/v1/notifications/", {**SEND, "data": '{"n": "\\u0000"}'}, "data"),
+    ("/offers", {"title": "t", "segment": _nested(10_000)}, "segment"),
+    ("/offers", {"title": "t", "segment": '{"type": "USER_IDS", "ids": ["\\ud800"]}'}, "segment"),
+])
+@pytest.mark.parametrize("encode", ["form", "multipart"])
+def test_json_fields_sent_in_a_form_follow_the_same_rules(service_client, path, body, field, encode):
+    if encode == "form":
+        response = service_client.post(path, urlencode(body), content_type="application/x-www-form-urlencoded")
+    else:
+        response = service_client.post(path, body, format="multipart")
+
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()[field]
+    assert _nothing_stored() == {"Notification": 0, "Campaign": 0, "Recipient": 0, "OutboxEvent": 0, "Preference": 0}

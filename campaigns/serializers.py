@@ -2,10 +2,10 @@ from rest_framework import serializers
 
 from campaigns.models import Campaign, CampaignKind
 from campaigns.segments import SegmentError, segment_parse
-from notifications_project.fields import ChoiceWithListField, DataField
+from notifications_project.fields import ChoiceWithListField, DataField, StorableJSONField
 
 
-class SegmentField(serializers.JSONField):
+class SegmentField(StorableJSONField):
     def to_internal_value(self, data):
         try:
             return segment_parse(super().to_internal_value(data))

@@ -19,6 +19,7 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from notifications_project.db import bulk_insert
+from notifications_project.fields import text_error
 from notifications_project.models import IdempotencyKey
 
 KEY_MAX_LENGTH = 255
@@ -36,8 +37,8 @@ def idempotent(view_method):
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return view_method(self, request, *args, **kwargs)
-        if not key.strip() or len(key) > KEY_MAX_LENGTH:
-            return Response({"Idempotency-Key": [f"Must be 1 to {KEY_MAX_LENGTH} characters."]},
+        if not key.strip() or len(key) > KEY_MAX_LENGTH or text_error(key):
+            return Response({"Idempotency-Key": [f"Must be 1 to {KEY_MAX_LENGTH} characters, none of them NUL."]},
                             status=status.HTTP_400_BAD_REQUEST)
         scoped_key = f"{request.user.pk}:{key}"
         fingerprint = hashlib.sha256(b"%s %s\n%s" % (request.method.encode(), request.path.encode(), request.body)).hexdigest()
@@ -66,4 +67,5 @@ def idempotent(view_method):
                             status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         return Response(first.response_body, status=first.response_status, headers={"Idempotent-Replayed": "true"})
 
+    wrapper.idempotent = True  # the schema documents its 422
     return wrapper

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import math
+import threading
+import time
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -35,9 +38,40 @@ def database_reachable() -> bool:
 
 @require_GET
 def readyz(request):
-    """Database and broker reachable (unauthenticated; answers no internal detail)."""
-    ready = database_reachable() and broker_reachable()
+    """The database is reachable (unauthenticated; answers no internal detail).
+
+    Only the database: the API never talks to Kafka (it writes the outbox), so a broker outage must
+    not take it out of a load balancer. The broker's reachability is in `manage.py status` and in
+    /metrics (`notifications_broker_reachable`, from `BrokerProbe`).
+    """
+    ready = database_reachable()
     return JsonResponse({"status": "ready" if ready else "unavailable"}, status=200 if ready else 503)
+
+
+class BrokerProbe:
+    """The broker's reachability for /metrics, probed at most once per `interval` seconds per process,
+    in a background thread: no request waits for Kafka, and scrapes never stack admin clients."""
+
+    def __init__(self, interval: float = 30.0):
+        self.interval = interval
+        self.reachable: bool | None = None  # None until the first probe has finished
+        self._probed_at = -math.inf
+        self._running = threading.Lock()
+
+    def value(self) -> bool | None:
+        if time.monotonic() - self._probed_at >= self.interval and self._running.acquire(blocking=False):
+            self._probed_at = time.monotonic()
+            threading.Thread(target=self._probe, name="broker-probe", daemon=True).start()
+        return self.reachable
+
+    def _probe(self) -> None:
+        try:
+            self.reachable = broker_reachable()
+        finally:
+            self._running.release()
+
+
+broker_probe = BrokerProbe()
 
 
 def system_figures() -> dict:
@@ -64,6 +98,12 @@ class _SystemCollector:
         campaigns = GaugeMetricFamily("notifications_campaigns_in_flight", "Campaigns not yet completed or cancelled")
         campaigns.add_metric([], len(figures["campaigns_in_flight"]))
         yield from (backlog, letters, campaigns)
+        reachable = broker_probe.value()
+        if reachable is not None:
+            broker = GaugeMetricFamily("notifications_broker_reachable",
+                                       "1 when the broker answered the API process's last probe (every 30 s)")
+            broker.add_metric([], int(reachable))
+            yield broker
 
 
 @require_GET

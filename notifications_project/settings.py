@@ -3,6 +3,8 @@
 A missing or malformed variable stops the process with one line naming it, not a traceback.
 """
 
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -283,3 +285,46 @@ LOGGING = {
         "kafka": {"level": "WARNING"},
     },
 }
+
+# --- API input, schema, production security, login throttling (issue 10) --------------------------
+# Every JSON body is checked for what PostgreSQL and our encoders cannot carry (NUL, lone surrogates,
+# integers beyond 64 bits, nesting deeper than 32 levels): a 400 naming the field, before any view.
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "notifications_project.api.StorableJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+# Documents every answer of each operation (400/401/403/404/406/415/422/429) and the recipient-token scheme.
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "notifications_project.schema.ApiAutoSchema"
+# Path ids and query parameters follow the body rules on every route (400 naming them).
+MIDDLEWARE.insert(MIDDLEWARE.index("notifications_project.middleware.RequestBodyLimitMiddleware") + 1,
+                  "notifications_project.middleware.RequestInputMiddleware")
+
+# Production behind TLS (docker-compose.yml sets these; all off by default for plain-HTTP development).
+# SECURE_PROXY_SSL_HEADER names the header your TLS-terminating proxy sets to "https" (X-Forwarded-Proto);
+# set it only behind a proxy that overwrites that header.
+SECURE_SSL_REDIRECT = _setting("SECURE_SSL_REDIRECT", _strict_bool, default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes and scrapers inside the network
+SECURE_HSTS_SECONDS = _setting("SECURE_HSTS_SECONDS", env.int, default=0, check=lambda v: v >= 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _setting("SECURE_HSTS_INCLUDE_SUBDOMAINS", _strict_bool, default=False)
+SECURE_HSTS_PRELOAD = _setting("SECURE_HSTS_PRELOAD", _strict_bool, default=False)
+SESSION_COOKIE_SECURE = _setting("SESSION_COOKIE_SECURE", _strict_bool, default=False)
+CSRF_COOKIE_SECURE = _setting("CSRF_COOKIE_SECURE", _strict_bool, default=False)
+_proxy_ssl_header = _setting("SECURE_PROXY_SSL_HEADER", env.str, default="",
+                             check=lambda v: re.fullmatch(r"[A-Za-z0-9-]*", v) is not None)
+SECURE_PROXY_SSL_HEADER = (f"HTTP_{_proxy_ssl_header.upper().replace('-', '_')}", "https") if _proxy_ssl_header else None
+
+# Login throttling for the admin and the browsable API's login (django-axes): after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username, that username is refused (429) for
+# LOGIN_LOCKOUT_MINUTES, whatever the password and wherever from. By username, not address: behind a
+# proxy every client has the proxy's address, and an attacker can change theirs.
+INSTALLED_APPS.append("axes")
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes requires
+AXES_FAILURE_LIMIT = _setting("LOGIN_FAILURE_LIMIT", env.int, default=5, check=_positive)
+AXES_COOLOFF_TIME = timedelta(minutes=_setting("LOGIN_LOCKOUT_MINUTES", env.float, default=15.0, check=_positive))
+AXES_LOCKOUT_PARAMETERS = ["username"]
+# axes.W006 asks for the address too, against clients that rotate user agents or cookies to escape a
+# lockout keyed on those; a lockout keyed on the username alone is not escaped that way.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+AXES_RESET_ON_SUCCESS = True

@@ -1,6 +1,8 @@
 import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from delivery.devbroker import free_port
 from delivery.messages import NotificationTask
 from delivery.models import DeadLetter, OutboxEvent
 from inbox.models import Recipient
+from notifications_project import operations
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -27,14 +30,61 @@ def test_healthz_is_public_and_says_nothing_more(anonymous_client):
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-@pytest.mark.django_db
-def test_readyz_with_the_broker_up_and_down(anonymous_client, kafka, settings):
-    assert anonymous_client.get("/readyz").json() == {"status": "ready"}
+def _timed_get(client, path: str):
+    started = time.perf_counter()
+    response = client.get(path)
+    return response, time.perf_counter() - started
 
+
+@pytest.mark.django_db
+def test_readyz_depends_on_the_database_only_and_answers_fast_with_the_broker_up_or_down(
+        anonymous_client, kafka, settings, monkeypatch):
+    up, up_seconds = _timed_get(anonymous_client, "/readyz")
     settings.KAFKA_BOOTSTRAP_SERVERS = [f"127.0.0.1:{free_port()}"]  # nothing listens there
+    monkeypatch.setattr(broker, "KafkaAdminClient", None)  # no admin client, not even one that fails
+    down = [_timed_get(anonymous_client, "/readyz") for _ in range(20)]
+
+    assert (up.status_code, up.json()) == (200, {"status": "ready"}) and up_seconds < 0.1
+    assert all((r.status_code, r.json()) == (200, {"status": "ready"}) for r, _ in down)
+    assert max(seconds for _, seconds in down) < 0.1, [round(s, 3) for _, s in down]
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_when_the_database_is_unreachable(anonymous_client, monkeypatch):
+    monkeypatch.setattr(operations, "database_reachable", lambda: False)
+
     response = anonymous_client.get("/readyz")
 
-    assert response.status_code == 503 and response.json() == {"status": "unavailable"}
+    assert (response.status_code, response.json()) == (503, {"status": "unavailable"})
+
+
+@pytest.mark.django_db
+def test_metrics_report_the_broker_from_a_probe_in_the_background(anonymous_client, kafka, settings, monkeypatch):
+    settings.METRICS_TOKEN = "scrape-secret"
+    monkeypatch.setattr(operations, "broker_probe", operations.BrokerProbe(interval=0.2))
+
+    def scrape() -> str:
+        return anonymous_client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").content.decode()
+
+    assert wait_until(lambda: "notifications_broker_reachable 1.0" in scrape(), what="the broker reported up")
+    settings.KAFKA_BOOTSTRAP_SERVERS = [f"127.0.0.1:{free_port()}"]
+    started = time.perf_counter()
+    scrape()
+    assert time.perf_counter() - started < 0.5  # the scrape does not wait for the probe
+    assert wait_until(lambda: "notifications_broker_reachable 0.0" in scrape(), what="the broker reported down")
+
+
+def test_the_broker_probe_runs_one_at_a_time_and_at_most_once_per_interval(monkeypatch):
+    calls, release = [], threading.Event()
+    monkeypatch.setattr(operations, "broker_reachable", lambda: calls.append(1) or release.wait(5) or True)
+    probe = operations.BrokerProbe(interval=60)
+
+    values = [probe.value() for _ in range(50)]
+    release.set()
+    wait_until(lambda: probe.reachable, what="the probe's result")
+
+    assert values == [None] * 50 and len(calls) == 1
+    assert probe.value() is True and len(calls) == 1  # within the interval: the cached value
 
 
 @pytest.mark.django_db
@@ -130,3 +180,16 @@ def test_json_logs_when_asked(tmp_path):
 
     line = json.loads(result.stderr.strip().splitlines()[-1])
     assert (line["message"], line["notification_id"], line["campaign_id"], line["recipient"]) == ("dead letter", "n1", 7, "r1")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete"])
+def test_an_unknown_api_route_is_a_json_404_whatever_the_method(method):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)  # as a browser or curl would meet it: no CSRF exemption
+    body = {} if method == "get" else {"data": "{}", "content_type": "application/json"}
+    response = getattr(client, method)("/api/v1/nothing-here/", **body)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No API route matches /api/v1/nothing-here/."}

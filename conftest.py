@@ -123,6 +123,17 @@ class WebhookReceiver:
                 else:
                     status = 200
                 self.send_response(status)
+                if self.path == "/drip":  # a 200 whose body comes one byte a second, for a minute
+                    self.send_header("Content-Length", "60")
+                    self.end_headers()
+                    for _ in range(60):
+                        try:
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(1)
+                    return
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

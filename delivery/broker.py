@@ -169,6 +169,10 @@ class TopicWatch:
             _losses += 1
         return sorted(lost)
 
+    def check_soon(self) -> None:
+        """Look at the next call, whatever the interval."""
+        self._last = 0.0
+
     def close(self) -> None:
         admin, self._admin = self._admin, None
         if admin is not None:

@@ -178,8 +178,9 @@ class WebhookChannel:
             else:
                 response = self._post_to_checked_address(target, body=body, headers=headers)
             status = response.status
-            response.drain_conn()  # read and drop the answer's body; the connection goes back to its pool
-            response.release_conn()
+            # The status is all we need: the body is not read (a receiver dripping it byte by byte
+            # would hold the send as long as it likes), and its connection is closed, not reused.
+            response.close()
         except (urllib3.exceptions.SSLError, ssl.SSLError) as exc:
             raise _tls_error(exc) from exc
         except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError, urllib3.exceptions.NewConnectionError,

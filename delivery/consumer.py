@@ -302,13 +302,19 @@ class BatchConsumer:
                 continue
             # Its text was made storable first, so this fails only when the database does: wait for it
             # as for an outage rather than lose the record.
-            self._until_done(dead_letter, item, error, patient=True)
+            try:
+                self._until_done(dead_letter, item, error, patient=True)
+            except Exception:  # noqa: BLE001 - the handler's own last resort failed too: say so, go on
+                if self.stop.is_set():
+                    raise
+                logger.exception("%s: could not dead-letter record %s[%d]@%d; skipping it", self.name,
+                                 origin.topic, origin.partition, origin.offset)
 
     def _until_done(self, handler: Callable, *args, patient: bool = False) -> None:
         """Outages are not failures: keep the batch, pause the partitions, keep polling (to stay in the
         group), back off and try again, burning no attempt. A passing conflict (deadlock, statement
         timeout) is tried again a few times. Anything else is raised for `_isolate`; with `patient`
-        (writing a dead letter, the last step for a record) every failure is waited out."""
+        (writing a dead letter, the last step for a record) conflicts are waited out too."""
         backoff = Backoff()
         transient_attempts = 0
         paused = False
@@ -318,12 +324,12 @@ class BatchConsumer:
                     handler(*args)
                     return
                 except Exception as exc:
-                    kind = FailureKind.OUTAGE if patient else failure_kind(exc)
-                    if patient:
-                        logger.error("%s: could not write a dead letter (%s); trying again", self.name, describe(exc))
+                    kind = failure_kind(exc)
                     if kind is FailureKind.POISON:
                         raise
-                    if kind is FailureKind.TRANSIENT:
+                    if patient:  # writing a dead letter: conflicts are waited out like outages
+                        logger.error("%s: could not write a dead letter (%s); trying again", self.name, describe(exc))
+                    elif kind is FailureKind.TRANSIENT:
                         transient_attempts += 1
                         if transient_attempts > TRANSIENT_ATTEMPTS:
                             raise

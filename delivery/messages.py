@@ -5,6 +5,8 @@ Handlers receive these, never Kafka records.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -13,6 +15,7 @@ SCHEMA_VERSION = 1
 # The ledger's and the directory's limits, checked when a record is read: records can come from any producer.
 NOTIFICATION_ID_MAX_LENGTH = 160
 RECIPIENT_ID_MAX_LENGTH = 128
+MAX_RETRY_DELAY_SECONDS = 86_400
 MAX_PAYLOAD_BYTES = 1024 * 1024
 # A dead-letter record keeps at most this much of the record it speaks of: under Apache Kafka's default
 # 1 MiB record limit with its headers, so that the dead-letter topic always takes it.
@@ -91,9 +94,11 @@ class NotificationTask:
                 raise InvalidPayload(f"id over {NOTIFICATION_ID_MAX_LENGTH} or recipient over "
                                      f"{RECIPIENT_ID_MAX_LENGTH} characters")
             if "campaign" in body:
-                campaign_id = body["campaign"]
-                if not isinstance(campaign_id, int) or isinstance(campaign_id, bool):
-                    raise InvalidPayload("campaign must be an integer")
+                campaign_id = _campaign_id(body["campaign"])
+                if notification_id != f"{campaign_id}:{recipient}":
+                    # Only the dispatcher makes campaign tasks, with this id: another would claim (and so
+                    # silently drop) the ledger entry of a recipient's real task.
+                    raise InvalidPayload("a campaign task's id must be <campaign id>:<recipient id>")
                 return cls(notification_id=notification_id, recipient=recipient, campaign_id=campaign_id)
             task = cls(
                 notification_id=notification_id,
@@ -125,10 +130,9 @@ class CampaignCreated:
     @classmethod
     def decode(cls, raw: bytes | None) -> CampaignCreated:
         body = _decode_json_object(raw)
-        campaign_id = body.get("campaign")
-        if body.get("type") != "CampaignCreated" or not isinstance(campaign_id, int) or isinstance(campaign_id, bool):
-            raise InvalidPayload("not a CampaignCreated event with an integer campaign id")
-        return cls(campaign_id=campaign_id)
+        if body.get("type") != "CampaignCreated":
+            raise InvalidPayload("not a CampaignCreated event")
+        return cls(campaign_id=_campaign_id(body.get("campaign")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +159,25 @@ class ChannelRetry:
             retry = cls(body["id"], body["channel"], body["recipient"], body["attempt"], float(body["due_at"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidPayload(f"not a ChannelRetry: {exc}") from None
-        if body.get("type") != "ChannelRetry" or not isinstance(retry.attempt, int):
-            raise InvalidPayload("not a ChannelRetry with an integer attempt")
+        if body.get("type") != "ChannelRetry":
+            raise InvalidPayload("not a ChannelRetry")
+        if not all(isinstance(v, str) and 0 < len(v) <= NOTIFICATION_ID_MAX_LENGTH
+                   for v in (retry.notification_id, retry.channel, retry.recipient)):
+            raise InvalidPayload("id, channel and recipient must be short non-empty strings")
+        if not isinstance(retry.attempt, int) or isinstance(retry.attempt, bool) or not 2 <= retry.attempt <= 1000:
+            raise InvalidPayload("attempt must be an integer from 2")
+        # A retry is never due more than a day ahead: a record claiming so would pause its partition
+        # (and every recipient on it) until then.
+        if not math.isfinite(retry.due_at) or retry.due_at > time.time() + MAX_RETRY_DELAY_SECONDS:
+            raise InvalidPayload(f"due_at {retry.due_at!r} is not within a day")
         return retry
+
+
+def _campaign_id(value: object) -> int:
+    """A campaign id as the database stores it (a positive 64-bit integer)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
+        raise InvalidPayload("campaign must be a positive 64-bit integer")
+    return value
 
 
 def _decode_json_object(raw: bytes | None) -> dict:

@@ -222,16 +222,6 @@ def _refused_set_aside(refused: list[tuple[OutboxEvent, Exception]]) -> None:
         logger.error("relay: %s on %s set aside as a dead letter", letter.error, letter.original_topic)
 
 
-def _topics_ensure_quietly() -> None:
-    try:
-        created = broker.topics_ensure()
-    except Exception as exc:  # noqa: BLE001 - the broker is still away; the next round tries again
-        logger.debug("relay: topics not checked (%s)", exc)
-        return
-    if created:
-        logger.warning("relay: the broker had lost topics; created %s again", ", ".join(created))
-
-
 PURGE_SECONDS = 60.0
 
 
@@ -277,6 +267,11 @@ def relay_run(*, stop, heartbeat=None, idle_wait: float = 1.0) -> int:
                     oldest, oldest_seen = oldest_seen, relay.oldest_pending()
                     if oldest_seen is None or oldest_seen != oldest:
                         continue  # the leader is keeping up
+                    watch.check_soon()  # about to publish in the leader's place
+                # Before publishing: a broker that lost our topics gets the retained events first, so
+                # that they go out ahead of newer ones (the relay publishes in id order).
+                if lost := watch.lost_topics():
+                    _recover_lost_topics(lost)
                 while not stop.is_set():
                     count = relay.publish_pending()
                     if count is None:
@@ -292,8 +287,6 @@ def relay_run(*, stop, heartbeat=None, idle_wait: float = 1.0) -> int:
                     published += count
                     metrics.OUTBOX_PUBLISHED.inc(count)
                 backoff.reset()
-                if leading and (lost := watch.lost_topics()):
-                    _recover_lost_topics(lost)
                 if leading and time.monotonic() - last_purge >= PURGE_SECONDS:
                     last_purge = time.monotonic()
                     if purged := outbox_purge():
@@ -310,7 +303,7 @@ def relay_run(*, stop, heartbeat=None, idle_wait: float = 1.0) -> int:
                     connection.close()
                 if kind is FailureKind.OUTAGE:
                     relay.producer_drop()
-                    _topics_ensure_quietly()  # a broker that restarted empty has lost its topics
+                    watch.check_soon()  # the broker may come back empty: look before publishing again
                 stop.wait(delay)
                 close_old_connections()
             if time.monotonic() - last_log >= 5 and published != logged:

@@ -77,7 +77,10 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
     channel sends still pending (a worker died before them) are handed back. The caller commits its
     Kafka offsets only after this returns and the returned sends are recorded.
     """
-    unique_tasks = list({t.notification_id: t for t in tasks}.values())
+    first_of_id: dict[str, NotificationTask] = {}
+    for task in tasks:
+        first_of_id.setdefault(task.notification_id, task)  # the first wins, in a batch as across batches
+    unique_tasks = list(first_of_id.values())
     result = BatchResult(duplicates=len(tasks) - len(unique_tasks))
     if not unique_tasks:
         return result
@@ -373,6 +376,20 @@ def envelope_dead_letter(*, envelope: Envelope, error: str) -> bool:
     logger.warning("dead letter: %s failed: %s", letter.notification_id or origin, error,
                    extra=_ids(letter.notification_id, letter.campaign_id, letter.recipient_external_id))
     return True
+
+
+def envelope_dead_letter_raw(*, envelope: Envelope, error: str) -> None:
+    """The last resort when even `envelope_dead_letter` fails on a record's data: a dead letter with
+    the record as consumed and where it was read, and nothing taken from its content."""
+    origin = envelope.origin
+    letter = DeadLetter(reason=DeadLetterReason.PROCESSING_FAILED, error=error, attempts=1, original_topic=origin.topic,
+                        original_partition=origin.partition, original_offset=origin.offset,
+                        payload=(envelope.raw or b"")[:DEAD_LETTER_PAYLOAD_BYTES], created_at=timezone.now())
+    events: list[OutboxEvent] = []
+    with transaction.atomic():
+        _dead_letters_store([letter], events)
+        outbox_enqueue_many(events=events)
+    logger.warning("dead letter: record %s[%d]@%d failed: %s", origin.topic, origin.partition, origin.offset, error)
 
 
 def _dead_letters_store(letters: list[DeadLetter], events: list[OutboxEvent], keys: list[str] | None = None) -> None:

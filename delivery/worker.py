@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.db import connection
 
 from delivery import metrics, services
 from delivery.channels import ChannelError, PermanentChannelError, channels_available
 from delivery.consumer import StopFlag
-from delivery.failures import describe
+from delivery.failures import Backoff, FailureKind, describe, failure_kind
 from delivery.messages import ChannelRetry, Envelope, InvalidRecord, NotificationTask
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class Worker:
         if not sends:
             return
         outcomes = list(zip(sends, self.pool.map(self._send, sends)))
-        counts = services.channel_outcomes_record(outcomes=outcomes)
+        counts = self._record(outcomes)
         for send, error in outcomes:
             metrics.CHANNEL_ATTEMPTS.labels(send.channel, "sent" if error is None else "failed").inc()
         errors = [str(error) for _, error in outcomes if error is not None]
@@ -83,8 +85,32 @@ class Worker:
 
     def handle_failed(self, envelope: Envelope, error: BaseException) -> None:
         """One task failed on its own (bad data, a bug it triggers): dead-letter it alone."""
-        if services.envelope_dead_letter(envelope=envelope, error=describe(error)):
+        try:
+            written = services.envelope_dead_letter(envelope=envelope, error=describe(error))
+        except Exception as exc:
+            if failure_kind(exc) is not FailureKind.POISON:
+                raise  # an outage: the consumer waits it out and calls again
+            services.envelope_dead_letter_raw(envelope=envelope, error=f"{describe(error)}; recording it: {describe(exc)}")
+            written = True
+        if written:
             self._observe(failures=1, successes=0, last_error=f"processing failed: {describe(error)}")
+
+    def _record(self, outcomes) -> services.OutcomeCounts:
+        """Record what was sent, waiting out an outage here: raising would make the consumer handle the
+        batch again, and its sends still `pending` in the database would go out a second time."""
+        backoff = Backoff()
+        while True:
+            try:
+                return services.channel_outcomes_record(outcomes=outcomes)
+            except Exception as exc:
+                if failure_kind(exc) is FailureKind.POISON or self.stop.is_set():
+                    raise
+                delay = backoff.next()
+                logger.warning("worker: recording %d channel attempts failed (%s); retrying in %.1f s",
+                               len(outcomes), describe(exc), delay)
+                with contextlib.suppress(Exception):
+                    connection.close()
+                self.stop.wait(delay)
 
     def handle_invalid(self, records: list[InvalidRecord]) -> None:
         services.dead_letters_record_invalid(records=records)

@@ -2,6 +2,7 @@
 a campaign the dispatcher cannot fan out, a statement timeout (real processes, broker, PostgreSQL)."""
 
 import signal
+import time
 import uuid
 
 import orjson
@@ -150,3 +151,42 @@ def test_a_statement_timeout_is_retried_not_dead_lettered(stack):
     assert Notification.objects.count() == 20
     assert worker.poll() is None
     assert "57014" in stack.logs() or "statement timeout" in stack.logs()
+
+
+def test_records_that_would_wedge_the_worker_are_refused_when_read(stack, webhook_receiver):
+    """Found from outside: a campaign id beyond 64 bits (its dead letter could not be written either),
+    a campaign task whose id is not <campaign>:<recipient> (it would claim another recipient's ledger
+    entry), and retries due in 30,000 years or with ids that are not strings (a paused partition)."""
+    Recipient.objects.create(external_id="wflaky", push_endpoint=f"{webhook_receiver.url}/flaky")
+    _produce({"v": 1, "id": "huge:poison1", "recipient": "poison1", "campaign": 2**63}, key="poison1")
+    _produce({"v": 1, "id": "37:victim1", "recipient": "victim2", "campaign": 37}, key="victim2")
+    for retry in ({"id": "nonexistent", "channel": "webhook", "recipient": "wflaky", "attempt": 2, "due_at": 1e12},
+                  {"id": {"a": 1}, "channel": ["w"], "recipient": {"r": 1}, "attempt": 2, "due_at": 0}):
+        _produce({"v": 1, "type": "ChannelRetry", **retry}, key="wflaky", topic=broker.NOTIFICATIONS_RETRY)
+    after = _task("wflaky", "after the hostile records")
+    _produce(after, key="wflaky")
+    worker = stack.start("run_worker")
+
+    wait_until(lambda: _delivered(after), timeout=30, what="the notification after them")
+    # Its webhook fails once (503) and is retried on the retry partition the hostile retry shares.
+    wait_until(lambda: ChannelDelivery.objects.filter(notification_id=after["id"], status="sent").exists(),
+               timeout=30, what="its webhook retried past the hostile retry")
+    assert DeadLetter.objects.filter(reason="invalid payload").count() == 4
+    assert not Delivery.objects.filter(notification_id="37:victim1").exists()
+    assert worker.poll() is None
+
+
+def test_a_receiver_dripping_its_answer_does_not_hold_up_other_deliveries(stack, webhook_receiver):
+    Recipient.objects.create(external_id="wdrip", push_endpoint=f"{webhook_receiver.url}/drip")
+    worker = stack.start("run_worker")
+    drip = _task("wdrip", "to a slow receiver")
+    _produce(drip, key="wdrip")
+    wait_until(lambda: webhook_receiver.requests_for("/drip"), timeout=30, what="the dripping receiver reached")
+    started = time.monotonic()
+    plain = _task("plain", "no external channel")
+    _produce(plain, key="plain")
+
+    wait_until(lambda: _delivered(plain), timeout=30, what="the in-app notification after it")
+    assert time.monotonic() - started < 15  # the drip lasts 60 s
+    assert ChannelDelivery.objects.get(notification_id=drip["id"]).status == "sent"  # a 200 is a 200
+    assert worker.poll() is None

@@ -114,6 +114,11 @@ def test_producers_heal_after_the_broker_is_killed_and_comes_back_empty(kafka, t
         wait_until(lambda: Notification.objects.count() == 36, timeout=60, what="the 30 accepted during the outage")
         print(f"broker SIGKILL: 30 of 30 accepted during the outage delivered {time.monotonic() - back:.1f} s after it returned")
         assert Notification.objects.exclude(campaign_id=None).count() == 7
+        # Each recipient's order held: the retained events went out again ahead of the newer ones.
+        for recipient in {f"b{i}" for i in range(5)}:
+            sent = [int(m[1:]) for m in Notification.objects.filter(recipient__external_id=recipient)
+                    .order_by("id").values_list("message", flat=True)]
+            assert sent == sorted(sent), f"{recipient}: {sent}"
         assert worker.poll() is None and dispatcher.poll() is None  # healed without a restart
     finally:
         processes.stop_all()

@@ -46,6 +46,9 @@ CASES = {
     "nul id: preferences get": ("get", f"/api/v1/recipients/{ID}/preferences/", None, {}, "recipient_id"),
     "nul id: preferences put": ("put", f"/api/v1/recipients/{ID}/preferences/", "{}", {}, "recipient_id"),
     "nul id: tokens": ("post", f"/api/v1/recipients/{ID}/tokens/", None, {}, "recipient_id"),
+    "nul id: revoke tokens": ("delete", f"/api/v1/recipients/{ID}/tokens/", None, {}, "recipient_id"),
+    "newline id: tokens": ("post", "/api/v1/recipients/a%0Ab/tokens/", None, {}, "recipient_id"),
+    "nul id: rotate push secret": ("post", f"/api/v1/recipients/{ID}/push-secret/rotate/", None, {}, "recipient_id"),
     "nul id: inbox": ("get", f"/api/v1/recipients/{ID}/notifications/", None, {}, "recipient_id"),
     "nul id: read-all": ("post", f"/api/v1/recipients/{ID}/notifications/read-all/", "{}", {}, "recipient_id"),
     "nul id: unread-count": ("get", f"/api/v1/recipients/{ID}/notifications/unread-count/", None, {}, "recipient_id"),
@@ -107,10 +110,8 @@ CASES = {
     **{f"page_size={size}": ("get", f"{INBOX}?page_size={size}", None, {}, "page_size") for size in ("abc", "0", "-1", "1.5", "9" * 40)},
     "page_size on the directory": ("get", "/api/v1/recipients/?page_size=x", None, {}, "page_size"),
     "page_size on campaigns": ("get", "/api/v1/campaigns/?page_size=x", None, {}, "page_size"),
-    # Last-Event-ID that is no event id
-    "Last-Event-ID superscript two": ("get", f"{INBOX}stream/", None, {"HTTP_LAST_EVENT_ID": "²"}, "Last-Event-ID"),
-    "Last-Event-ID 5000 digits": ("get", f"{INBOX}stream/", None, {"HTTP_LAST_EVENT_ID": "7" * 5000}, "Last-Event-ID"),
-    "last_event_id query": ("get", f"{INBOX}stream/?last_event_id=-1", None, {}, "Last-Event-ID"),
+    # A Last-Event-ID that is no event id is a 400 where streams are served (ASGI): this in-process
+    # client is WSGI, which answers 421 naming STREAM_URL; see inbox/tests/test_stream_serving.py.
     # an Idempotency-Key that cannot be stored
     "nul in Idempotency-Key": ("post", "/api/v1/notifications/", json.dumps(SEND), {"HTTP_IDEMPOTENCY_KEY": "k\x00"}, "Idempotency-Key"),
 }

@@ -89,7 +89,7 @@ def test_the_schema_generates_without_warnings_and_validates(tmp_path):
     assert schema["components"]["securitySchemes"]["recipientToken"] == {
         "type": "http", "scheme": "bearer", "description": schema["components"]["securitySchemes"]["recipientToken"]["description"]}
     operations = [(method, path, op) for path, ops in schema["paths"].items() for method, op in ops.items()]
-    assert len(operations) == 24
+    assert len(operations) == 26
     for method, path, op in operations:
         codes = set(op["responses"])
         assert {"400", "401", "403", "406", "429"} <= codes, (method, path, codes)

@@ -123,7 +123,24 @@ def webhook_signature(*, secrets: tuple[str, ...], message_id: str, timestamp: i
     return " ".join(Webhook(secret).sign(message_id, when, body.decode()) for secret in secrets)
 
 
-class WebhookChannel:
+class Channel:
+    """An external channel: `send` raises nothing but ChannelError, whatever its library raises."""
+
+    name: str
+
+    def send(self, outgoing: Outgoing) -> None:
+        try:
+            self._send(outgoing)
+        except ChannelError:
+            raise
+        except Exception as exc:
+            raise UnexpectedChannelError(f"unexpected {type(exc).__name__}: {exc}") from exc
+
+    def _send(self, outgoing: Outgoing) -> None:
+        raise NotImplementedError
+
+
+class WebhookChannel(Channel):
     """HTTP POST of the notification as JSON to the recipient's push endpoint, or the push gateway,
     signed per the Standard Webhooks specification (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
 
@@ -143,14 +160,6 @@ class WebhookChannel:
     @staticmethod
     def address(*, push_endpoint: str, email: str) -> str:
         return push_endpoint or settings.PUSH_GATEWAY_URL
-
-    def send(self, outgoing: Outgoing) -> None:
-        try:
-            self._send(outgoing)
-        except ChannelError:
-            raise
-        except Exception as exc:
-            raise UnexpectedChannelError(f"unexpected {type(exc).__name__}: {exc}") from exc
 
     def _send(self, outgoing: Outgoing) -> None:
         if outgoing.push_endpoint:
@@ -222,7 +231,7 @@ class WebhookChannel:
                             assert_same_host=False, preload_content=False)
 
 
-class EmailChannel:
+class EmailChannel(Channel):
     """The notification by email, through Django's email backend (EMAIL_URL)."""
 
     name = EMAIL
@@ -230,14 +239,6 @@ class EmailChannel:
     @staticmethod
     def address(*, push_endpoint: str, email: str) -> str:
         return email
-
-    def send(self, outgoing: Outgoing) -> None:
-        try:
-            self._send(outgoing)
-        except ChannelError:
-            raise
-        except Exception as exc:
-            raise UnexpectedChannelError(f"unexpected {type(exc).__name__}: {exc}") from exc
 
     def _send(self, outgoing: Outgoing) -> None:
         first_line = outgoing.message.splitlines()[0] if outgoing.message else ""

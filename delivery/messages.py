@@ -164,8 +164,8 @@ class ChannelRetry:
         if not all(isinstance(v, str) and 0 < len(v) <= NOTIFICATION_ID_MAX_LENGTH
                    for v in (retry.notification_id, retry.channel, retry.recipient)):
             raise InvalidPayload("id, channel and recipient must be short non-empty strings")
-        if not isinstance(retry.attempt, int) or isinstance(retry.attempt, bool) or not 2 <= retry.attempt <= 1000:
-            raise InvalidPayload("attempt must be an integer from 2")
+        if not isinstance(retry.attempt, int) or isinstance(retry.attempt, bool) or not 1 <= retry.attempt <= 1000:
+            raise InvalidPayload("attempt must be a positive integer")  # 1: a replayed dead letter
         # A retry is never due more than a day ahead: a record claiming so would pause its partition
         # (and every recipient on it) until then.
         if not math.isfinite(retry.due_at) or retry.due_at > time.time() + MAX_RETRY_DELAY_SECONDS:

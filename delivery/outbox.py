@@ -223,6 +223,7 @@ def _refused_set_aside(refused: list[tuple[OutboxEvent, Exception]]) -> None:
 
 
 PURGE_SECONDS = 60.0
+PRE_PUBLISH_CHECK_SECONDS = 1.0
 
 
 def _recover_lost_topics(lost: list[str]) -> None:
@@ -268,9 +269,10 @@ def relay_run(*, stop, heartbeat=None, idle_wait: float = 1.0) -> int:
                     if oldest_seen is None or oldest_seen != oldest:
                         continue  # the leader is keeping up
                     watch.check_soon()  # about to publish in the leader's place
-                # Before publishing: a broker that lost our topics gets the retained events first, so
-                # that they go out ahead of newer ones (the relay publishes in id order).
-                if lost := watch.lost_topics():
+                # Before publishing (within a second of the last look when there is something to publish):
+                # a broker that lost our topics gets the retained events first, so that they go out ahead
+                # of newer ones (the relay publishes in id order).
+                if lost := watch.lost_topics(max_age=PRE_PUBLISH_CHECK_SECONDS if relay.oldest_pending() else None):
                     _recover_lost_topics(lost)
                 while not stop.is_set():
                     count = relay.publish_pending()

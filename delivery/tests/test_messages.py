@@ -34,6 +34,7 @@ def test_a_campaign_task_is_read():
     {"id": "n", "channel": "webhook", "recipient": "r", "attempt": 2, "due_at": 1e12},  # 30,000 years ahead
     {"id": {"a": 1}, "channel": ["w"], "recipient": {"r": 1}, "attempt": 2, "due_at": 0},
     {"id": "n", "channel": "webhook", "recipient": "r", "attempt": 1.5, "due_at": 0},
+    {"id": "n", "channel": "webhook", "recipient": "r", "attempt": 0, "due_at": 0},
     {"id": "n", "channel": "webhook", "recipient": "r", "attempt": 10**9, "due_at": 0},
 ])
 def test_retries_that_are_not_ours_are_refused(body):

@@ -1,10 +1,11 @@
 """The transactional outbox: the API's only way to publish, and the relay that moves it to Kafka.
 
 `outbox_enqueue` runs inside the caller's transaction, so an event exists exactly when the rows it
-speaks of do. `OutboxRelay` publishes pending events in id order and deletes them once the broker has
-acknowledged them. A relay killed between the acknowledgement and the delete publishes those events
-again; every consumer is idempotent (the ledger, the campaign status), so that repeats nothing a
-user can see.
+speaks of do. `OutboxRelay` publishes pending events in id order and marks them published (with the
+partition and offset the broker gave) once the broker has acknowledged them; they are kept for
+RELAY_RETENTION_SECONDS, so that a broker that lost them (a topic recreated) is sent them again, then
+purged. A relay killed between the acknowledgement and the mark publishes those events again; every
+consumer is idempotent (the ledger, the campaign status), so that repeats nothing a user can see.
 
 The relay runs inside `run_worker` and `run_dispatcher` (a thread each; `run_relay` runs it alone).
 Each publish batch holds a transaction-level PostgreSQL advisory lock for the batch and its flush:

@@ -17,8 +17,8 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from delivery.devbroker import DevBroker
-from notifications_project.processes import ProcessGroup
+from core.devbroker import DevBroker
+from core.processes import ProcessGroup
 
 
 def pytest_configure(config):
@@ -54,7 +54,7 @@ def kafka_bootstrap(tmp_path_factory) -> str:
 @pytest.fixture
 def kafka(kafka_bootstrap, settings):
     """Point this test at the broker, under a topic prefix of its own, with the topics created."""
-    from delivery import broker
+    from core import broker
 
     settings.KAFKA_BOOTSTRAP_SERVERS = [kafka_bootstrap]
     settings.KAFKA_TOPIC_PREFIX = f"t{uuid.uuid4().hex[:10]}."
@@ -94,7 +94,7 @@ def stack(kafka, transactional_db, tmp_path, request):
 
 class WebhookReceiver:
     """A local HTTP endpoint whose answer depends on the path: /ok, /down (503), /bad (400),
-    /busy (429), /flaky (503 twice per notification, then 200)."""
+    /busy (429), /flaky (503 twice per notification, then 200), /sleep (200 after `sleep_seconds`)."""
 
     def __init__(self):
         import http.server
@@ -103,6 +103,9 @@ class WebhookReceiver:
         self.requests: list[tuple[str, str, bytes]] = []
         self.received: list[tuple[str, dict[str, str], bytes]] = []  # (path, headers, body) of each request
         self.down_paths: set[str] = {"/down"}
+        self.sleep_seconds = 10.0
+        self.active = self.max_active = 0  # requests being answered now, and the most at once
+        lock = threading.Lock()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -112,6 +115,13 @@ class WebhookReceiver:
                 receiver.received.append((self.path, dict(self.headers.items()), body))
                 receiver.requests.append((self.path, key, body))
                 seen = sum(1 for path, k, _ in receiver.requests if path == self.path and k == key)
+                if self.path == "/sleep":
+                    with lock:
+                        receiver.active += 1
+                        receiver.max_active = max(receiver.max_active, receiver.active)
+                    time.sleep(receiver.sleep_seconds)
+                    with lock:
+                        receiver.active -= 1
                 if self.path in receiver.down_paths:
                     status = 503
                 elif self.path == "/bad":

@@ -1,6 +1,7 @@
 import factory
 
-from campaigns.models import Campaign, CampaignKind
+from campaigns.models import Campaign
+from core.messages import Kind
 
 
 class CampaignFactory(factory.django.DjangoModelFactory):
@@ -9,5 +10,5 @@ class CampaignFactory(factory.django.DjangoModelFactory):
 
     title = factory.Sequence(lambda n: f"Campaign {n}")
     body = "Everything is 20% off."
-    kind = CampaignKind.OFFER
+    kind = Kind.OFFER
     segment = factory.LazyFunction(lambda: {"type": "ALL_USERS"})

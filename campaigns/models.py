@@ -1,11 +1,7 @@
 from django.db import models
 from django.utils import timezone
 
-
-class CampaignKind(models.TextChoices):
-    OFFER = "offer"
-    ALERT = "alert"
-    REMINDER = "reminder"
+from core.messages import CAMPAIGN_KINDS, Kind, kind_choices
 
 
 class CampaignStatus(models.TextChoices):
@@ -21,7 +17,7 @@ class Campaign(models.Model):
 
     title = models.CharField(max_length=200)
     body = models.TextField(max_length=2000, blank=True)
-    kind = models.CharField(max_length=16, choices=CampaignKind.choices, default=CampaignKind.OFFER)
+    kind = models.CharField(max_length=16, choices=kind_choices(CAMPAIGN_KINDS), default=Kind.OFFER)
     segment = models.JSONField()
     data = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.QUEUED)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
-from inbox.models import RECIPIENT_ID_REGEX, Recipient
+from core.messages import RECIPIENT_ID_REGEX
+from inbox.models import Recipient
 
 USER_IDS_MAX = 10_000
 IN_VALUES_MAX = 1_000

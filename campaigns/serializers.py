@@ -1,8 +1,9 @@
 from rest_framework import serializers
 
-from campaigns.models import Campaign, CampaignKind
+from campaigns.models import Campaign
 from campaigns.segments import SegmentError, segment_parse
-from notifications_project.fields import ChoiceWithListField, DataField, StorableJSONField
+from core.fields import ChoiceWithListField, DataField, StorableJSONField
+from core.messages import CAMPAIGN_KINDS, Kind
 
 
 class SegmentField(StorableJSONField):
@@ -16,7 +17,7 @@ class SegmentField(StorableJSONField):
 class CampaignCreateInput(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     body = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
-    kind = ChoiceWithListField(choices=CampaignKind.values, required=False, default=CampaignKind.OFFER)
+    kind = ChoiceWithListField(choices=[k.value for k in CAMPAIGN_KINDS], required=False, default=Kind.OFFER)
     segment = SegmentField(help_text='{"type": "ALL_USERS"} | {"type": "USER_IDS", "ids": [...]} | '
                                      '{"type": "ATTRIBUTE", "attribute": "country", "op": "eq" | "in", "value": ...}')
     data = DataField(required=False, default=dict)

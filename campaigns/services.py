@@ -14,9 +14,8 @@ from django.utils import timezone
 from campaigns import selectors
 from campaigns.models import Campaign, CampaignStatus
 from campaigns.segments import Segment, segment_parse
-from delivery import broker, metrics
-from delivery.messages import CampaignCreated, NotificationTask
-from delivery.outbox import outbox_enqueue
+from core import broker, metrics, topics
+from core.messages import CampaignCreated, NotificationTask
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ def campaign_create(*, title: str, body: str, kind: str, segment: Segment, data:
     """Store a campaign and, in the same transaction, queue its CampaignCreated event."""
     with transaction.atomic():
         campaign = Campaign.objects.create(title=title, body=body, kind=kind, segment=segment.to_json(), data=data)
-        outbox_enqueue(topic=broker.OFFERS_CREATED, key=str(campaign.id), payload=CampaignCreated(campaign.id).encode())
+        topics.CAMPAIGNS.enqueue(CampaignCreated(campaign.id))
     return campaign
 
 
@@ -107,8 +106,18 @@ def campaigns_redispatch_recent() -> int:
         for campaign in Campaign.objects.select_for_update().filter(status=CampaignStatus.DISPATCHED,
                                                                     dispatched_at__gte=since):
             Campaign.objects.filter(id=campaign.id).update(status=CampaignStatus.DISPATCHING)
-            outbox_enqueue(topic=broker.OFFERS_CREATED, key=str(campaign.id), payload=CampaignCreated(campaign.id).encode())
+            topics.CAMPAIGNS.enqueue(CampaignCreated(campaign.id))
             redispatched += 1
+    return redispatched
+
+
+def campaigns_recover_lost_topics(lost: list[str]) -> int:
+    """The relay's hook for a broker that lost topics: when notification tasks were lost, dispatch
+    the recent campaigns again. Returns how many."""
+    if broker.NOTIFICATIONS_SEND not in lost:
+        return 0
+    redispatched = campaigns_redispatch_recent()
+    logger.warning("campaigns: the broker lost notification tasks; dispatching %d recent campaigns again", redispatched)
     return redispatched
 
 

@@ -1,9 +1,10 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
+from core.admin_mixins import ReadOnlyAdminMixin
+from core.models import DeadLetter, DeadLetterStatus, OutboxEvent
 from delivery import services
-from delivery.models import ChannelDelivery, DeadLetter, DeadLetterStatus, Delivery, OutboxEvent
-from notifications_project.admin_mixins import ReadOnlyAdminMixin
+from delivery.models import ChannelDelivery, Delivery
 
 
 @admin.register(Delivery)

@@ -25,10 +25,13 @@ from django.conf import settings
 from django.core.mail import BadHeaderError, EmailMessage
 from standardwebhooks import Webhook
 
-from delivery.webhook_targets import TargetRefused, TargetUnresolved, WebhookTarget, target_resolve
-
-WEBHOOK = "webhook"
-EMAIL = "email"
+from core.messages import Channel, NotificationContent
+from core.webhook_targets import (
+    TargetRefused,
+    TargetUnresolved,
+    WebhookTarget,
+    target_resolve,
+)
 
 
 class ChannelError(Exception):
@@ -81,39 +84,22 @@ def _tls_error(exc: BaseException) -> ChannelError:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """What an external channel sends: the notification and where its recipient receives it."""
+    """What an external channel sends: one notification to one recipient, and where it receives it
+    (read afresh for every attempt)."""
 
     notification_id: str
     recipient: str
-    kind: str
-    message: str
-    title: str = ""
-    sender: str = ""
-    data: dict = field(default_factory=dict)
-    campaign_id: int | None = None
-    created_at: str = ""
+    content: NotificationContent
     email: str = ""
     push_endpoint: str = ""
-    push_secrets: tuple[str, ...] = field(default=(), repr=False)  # sign for push_endpoint; never in content() or logs
+    push_secrets: tuple[str, ...] = field(default=(), repr=False)  # sign for push_endpoint; never in payloads or logs
 
-    def content(self) -> dict:
-        """What is stored with a channel delivery for its retries (the address is read afresh)."""
-        return {
-            "notification_id": self.notification_id, "recipient": self.recipient, "kind": self.kind,
-            "message": self.message, "title": self.title, "sender": self.sender, "data": self.data,
-            "campaign_id": self.campaign_id, "created_at": self.created_at,
-        }
-
-    @classmethod
-    def from_content(cls, content: dict, *, email: str, push_endpoint: str, push_secrets: tuple[str, ...] = ()) -> "Outgoing":
-        return cls(**content, email=email, push_endpoint=push_endpoint, push_secrets=push_secrets)
+    def payload(self) -> dict:
+        """The webhook's JSON body, also what its channel deliveries store for their retries."""
+        return self.content.payload(notification_id=self.notification_id, recipient=self.recipient)
 
     def as_json(self) -> bytes:
-        return orjson.dumps({
-            "id": self.notification_id, "recipient": self.recipient, "kind": self.kind, "sender": self.sender,
-            "title": self.title, "message": self.message, "data": self.data, "campaign": self.campaign_id,
-            "created_at": self.created_at,
-        })
+        return orjson.dumps(self.payload())
 
 
 def webhook_signature(*, secrets: tuple[str, ...], message_id: str, timestamp: int, body: bytes) -> str:
@@ -123,7 +109,7 @@ def webhook_signature(*, secrets: tuple[str, ...], message_id: str, timestamp: i
     return " ".join(Webhook(secret).sign(message_id, when, body.decode()) for secret in secrets)
 
 
-class Channel:
+class ExternalChannel:
     """An external channel: `send` raises nothing but ChannelError, whatever its library raises."""
 
     name: str
@@ -140,7 +126,7 @@ class Channel:
         raise NotImplementedError
 
 
-class WebhookChannel(Channel):
+class WebhookChannel(ExternalChannel):
     """HTTP POST of the notification as JSON to the recipient's push endpoint, or the push gateway,
     signed per the Standard Webhooks specification (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
 
@@ -149,17 +135,13 @@ class WebhookChannel(Channel):
     trusted as configured. Redirects are never followed.
     """
 
-    name = WEBHOOK
+    name = Channel.WEBHOOK.value
 
     def __init__(self) -> None:
         self.http = urllib3.PoolManager(
             num_pools=64, maxsize=settings.CHANNEL_SEND_CONCURRENCY, retries=False,
             timeout=urllib3.Timeout(total=settings.WEBHOOK_TIMEOUT_SECONDS),
         )
-
-    @staticmethod
-    def address(*, push_endpoint: str, email: str) -> str:
-        return push_endpoint or settings.PUSH_GATEWAY_URL
 
     def _send(self, outgoing: Outgoing) -> None:
         if outgoing.push_endpoint:
@@ -231,19 +213,16 @@ class WebhookChannel(Channel):
                             assert_same_host=False, preload_content=False)
 
 
-class EmailChannel(Channel):
+class EmailChannel(ExternalChannel):
     """The notification by email, through Django's email backend (EMAIL_URL)."""
 
-    name = EMAIL
-
-    @staticmethod
-    def address(*, push_endpoint: str, email: str) -> str:
-        return email
+    name = Channel.EMAIL.value
 
     def _send(self, outgoing: Outgoing) -> None:
-        first_line = outgoing.message.splitlines()[0] if outgoing.message else ""
-        subject = single_line(outgoing.title or first_line or outgoing.kind)[:120] or outgoing.kind
-        message = EmailMessage(subject=subject, body=outgoing.message, to=[outgoing.email],
+        content = outgoing.content
+        first_line = content.message.splitlines()[0] if content.message else ""
+        subject = single_line(content.title or first_line or content.kind)[:120] or content.kind
+        message = EmailMessage(subject=subject, body=content.message, to=[outgoing.email],
                                headers={"X-Notification-Id": header_value(outgoing.notification_id)})
         try:
             message.send()
@@ -265,8 +244,3 @@ class EmailChannel(Channel):
 
 def channels_available() -> list:
     return [WebhookChannel(), EmailChannel()]
-
-
-def channels_for(*, push_endpoint: str, email: str) -> list[str]:
-    """The external channels a recipient has."""
-    return [c.name for c in (WebhookChannel, EmailChannel) if c.address(push_endpoint=push_endpoint, email=email)]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
-import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -17,44 +17,46 @@ from django.utils import timezone
 
 from campaigns import selectors as campaign_selectors
 from campaigns import services as campaign_services
-from campaigns.models import CampaignStatus
-from delivery import broker, metrics
-from delivery.channels import ChannelError, Outgoing, channels_for
-from delivery.failures import safe_text
-from delivery.messages import (
-    DEAD_LETTER_PAYLOAD_BYTES,
-    CampaignCreated,
+from core import clock, scheduler, topics
+from core.db import bulk_insert
+from core.dead_letters import dead_letter_of, dead_letter_write, dead_letters_store
+from core.failures import backoff_delay, safe_text
+from core.messages import (
+    Channel,
     ChannelRetry,
     Envelope,
-    InvalidRecord,
+    NotificationContent,
     NotificationTask,
     Origin,
 )
+from core.models import DeadLetter, DeadLetterReason, DeadLetterStatus, OutboxEvent
+from core.outbox import outbox_enqueue, outbox_enqueue_many
+from delivery.channels import ChannelError, Outgoing
 from delivery.models import (
     ChannelDelivery,
     ChannelDeliveryStatus,
-    DeadLetter,
-    DeadLetterReason,
-    DeadLetterStatus,
     Delivery,
     DeliveryOutcome,
-    OutboxEvent,
 )
-from delivery.outbox import outbox_enqueue, outbox_enqueue_many
+from delivery.routing import NO_OPT_OUTS, Route, route
 from inbox import services as inbox_services
-from notifications_project.db import bulk_insert
 
 logger = logging.getLogger(__name__)
 
 
+# The scheduler's kind for channel sends: one item per channel delivery, due now or at its next retry.
+SEND = "channel.send"
+
+
 @dataclass(frozen=True)
 class ChannelSend:
-    """One attempt of one external channel for one notification."""
+    """One attempt of one external channel for one notification, released by the scheduler."""
 
     channel_delivery_id: int
     channel: str
     attempt: int
     outgoing: Outgoing
+    item: scheduler.Due
 
 
 @dataclass
@@ -63,7 +65,7 @@ class BatchResult:
     skipped: int = 0
     failed: int = 0
     duplicates: int = 0
-    sends: list[ChannelSend] = field(default_factory=list)
+    sends_scheduled: int = 0
     by_outcome_and_kind: Counter = field(default_factory=Counter)
 
 
@@ -71,11 +73,12 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
     """Deliver each task at most once, whatever happened before.
 
     In one transaction: resolve recipients (user-to-user tasks create theirs; campaign tasks whose
-    recipient is gone are skipped), claim each notification id in the ledger, write the inbox rows of
-    the claimed ones with a `pending` ledger row per external channel, and add the batch's counts to
-    their campaigns. A task whose id is already in the ledger changes nothing, except that its
-    channel sends still pending (a worker died before them) are handed back. The caller commits its
-    Kafka offsets only after this returns and the returned sends are recorded.
+    recipient is gone are skipped), route each task (delivery/routing.py), claim each notification
+    id in the ledger, write the inbox rows of the claimed ones with a `pending` ledger row per
+    external channel, and add the batch's counts to their campaigns. A task whose id is already in
+    the ledger changes nothing, except that its channel sends still pending (a worker died before
+    them) are handed back. The caller commits its Kafka offsets only after this returns and the
+    returned sends are recorded.
     """
     first_of_id: dict[str, NotificationTask] = {}
     for task in tasks:
@@ -96,66 +99,52 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
         preferences = inbox_services.preferences_of(recipient_pks=[r.pk for r in recipients.values()])
         gateway = settings.PUSH_GATEWAY_URL
 
-        outcomes: dict[str, tuple[str, str]] = {}
-        routes: dict[str, tuple[bool, list[str]]] = {}  # notification id -> (in-app?, external channels)
+        routes: dict[str, Route] = {}
         for task in unique_tasks:
             campaign = campaigns.get(task.campaign_id) if task.campaign_id else None
             recipient = recipients.get(task.recipient)
-            if task.campaign_id and campaign is None:
-                outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "campaign not found")
-            elif campaign is not None and campaign.status == CampaignStatus.CANCELLED:
-                outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "campaign cancelled")
-            elif recipient is None:
-                outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "recipient deleted")
-            else:
-                kind = campaign.kind if campaign else task.kind
-                kinds, channels = preferences.get(recipient.pk, _NO_OPT_OUTS)
-                in_app = channels.get("in_app", True)
-                external = _external_channels(recipient, channels, gateway)
-                if kinds.get(kind) is False:
-                    outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, f"opted out of {kind}")
-                elif not in_app and not external:
-                    outcomes[task.notification_id] = (DeliveryOutcome.SKIPPED, "opted out of every channel")
-                else:
-                    outcomes[task.notification_id] = (DeliveryOutcome.DELIVERED, "")
-                    routes[task.notification_id] = (in_app, external)
+            routes[task.notification_id] = route(
+                campaign_task=bool(task.campaign_id),
+                campaign_status=campaign.status if campaign else None,
+                recipient=recipient,
+                kind=campaign.kind if campaign else task.kind,
+                opt_outs=preferences.get(recipient.pk, NO_OPT_OUTS) if recipient else NO_OPT_OUTS,
+                gateway=gateway,
+            )
 
-        claimed = _ledger_claim(tasks=unique_tasks, outcomes=outcomes, settled_at=now)
+        claimed = _ledger_claim(
+            entries=[(t, r.outcome, r.reason) for t in unique_tasks for r in (routes[t.notification_id],)],
+            settled_at=now,
+        )
         result.duplicates += len(unique_tasks) - len(claimed)
 
-        inbox_rows: list[tuple] = []
+        campaign_contents = {pk: NotificationContent.of_campaign(c) for pk, c in campaigns.items()}
+        inbox_rows: list[inbox_services.InboxRow] = []
         channel_rows: list[tuple[Outgoing, str]] = []
         progress: defaultdict[int, Counter] = defaultdict(Counter)
         for task in unique_tasks:
             if task.notification_id not in claimed:
                 continue
-            outcome = outcomes[task.notification_id][0]
+            decision = routes[task.notification_id]
+            outcome = decision.outcome
             setattr(result, outcome, getattr(result, outcome) + 1)
             campaign = campaigns.get(task.campaign_id) if task.campaign_id else None
             result.by_outcome_and_kind[(outcome, campaign.kind if campaign else task.kind or "unknown")] += 1
             if task.campaign_id:
                 progress[task.campaign_id][outcome] += 1
-            if outcome != DeliveryOutcome.DELIVERED:
+            if not decision.delivered:
                 continue
-            if campaign:
-                content = (campaign.kind, "", campaign.title, campaign.body, campaign.data, campaign.id, campaign.created_at)
-            else:
-                content = (task.kind, task.sender, "", task.message, task.data, None, datetime.fromisoformat(task.created_at))
+            content = campaign_contents[campaign.pk] if campaign else NotificationContent.of_task(task)
             recipient = recipients[task.recipient]
-            in_app, external = routes[task.notification_id]
-            if in_app:
-                inbox_rows.append((task.notification_id, recipient.pk, *content, now))
-            if external:
-                kind, sender, title, message, data, campaign_id, created_at = content
-                item = Outgoing(
-                    notification_id=task.notification_id, recipient=task.recipient, kind=kind, message=message,
-                    title=title, sender=sender, data=data, campaign_id=campaign_id, created_at=created_at.isoformat(),
-                    email=recipient.email, push_endpoint=recipient.push_endpoint, push_secrets=recipient.push_secrets,
-                )
-                channel_rows += [(item, channel) for channel in external]
-        inbox_services.notifications_insert(rows=inbox_rows)
-        result.sends = _channel_deliveries_create(channel_rows=channel_rows, origins=origins, now=now)
-        result.sends += _pending_sends_of(notification_ids=[t.notification_id for t in unique_tasks if t.notification_id not in claimed])
+            if decision.in_app:
+                inbox_rows.append(inbox_services.InboxRow(task.notification_id, recipient.pk, content))
+            if decision.external:
+                item = Outgoing(notification_id=task.notification_id, recipient=task.recipient, content=content,
+                                email=recipient.email, push_endpoint=recipient.push_endpoint,
+                                push_secrets=recipient.push_secrets)
+                channel_rows += [(item, channel) for channel in decision.external]
+        inbox_services.notifications_insert(rows=inbox_rows, delivered_at=now)
+        result.sends_scheduled = _channel_deliveries_create(channel_rows=channel_rows, origins=origins, now=now)
         for campaign_id, counts in progress.items():
             campaign_services.campaign_progress_add(
                 campaign_id=campaign_id,
@@ -166,21 +155,12 @@ def deliveries_settle(*, tasks: Sequence[NotificationTask], origins: Mapping[str
     return result
 
 
-_NO_OPT_OUTS: tuple[dict, dict] = ({}, {})
-
-
-def _external_channels(recipient, opt_outs: dict, gateway: str) -> list[str]:
-    """The external channels a recipient has and has not opted out of (most have none: fast path)."""
-    if not (recipient.email or recipient.push_endpoint or gateway):
-        return []
-    return [c for c in channels_for(push_endpoint=recipient.push_endpoint, email=recipient.email) if opt_outs.get(c, True)]
-
-
-def _ledger_claim(*, tasks: Sequence[NotificationTask], outcomes: dict[str, tuple[str, str]], settled_at) -> set[str]:
-    """Insert ledger rows; returns the ids this call inserted. The primary key arbitrates: a row
-    already there (or being inserted by a concurrent transaction, which we then wait for) is not ours.
+def _ledger_claim(*, entries: Sequence[tuple[NotificationTask, str, str]], settled_at) -> set[str]:
+    """Insert ledger rows, one per (task, outcome, reason); returns the ids this call inserted. The
+    primary key arbitrates: a row already there (or being inserted by a concurrent transaction, which
+    we then wait for) is not ours.
     """
-    rows = [(t.notification_id, t.recipient, t.campaign_id, *outcomes[t.notification_id], settled_at) for t in tasks]
+    rows = [(t.notification_id, t.recipient, t.campaign_id, outcome, reason, settled_at) for t, outcome, reason in entries]
     inserted = bulk_insert(
         model=Delivery,
         columns=("notification_id", "recipient_external_id", "campaign_id", "outcome", "reason", "settled_at"),
@@ -191,13 +171,16 @@ def _ledger_claim(*, tasks: Sequence[NotificationTask], outcomes: dict[str, tupl
     return {row[0] for row in inserted}
 
 
-def _channel_deliveries_create(*, channel_rows: list[tuple[Outgoing, str]], origins: Mapping[str, Origin], now) -> list[ChannelSend]:
+def _channel_deliveries_create(*, channel_rows: list[tuple[Outgoing, str]], origins: Mapping[str, Origin], now) -> int:
+    """A `pending` channel delivery per send, each with its scheduled item (due now); returns how many."""
+    if not channel_rows:
+        return 0
     rows = []
     for item, channel in channel_rows:
         origin = origins.get(item.notification_id)
         rows.append((
-            item.notification_id, channel, item.recipient, item.campaign_id, ChannelDeliveryStatus.PENDING, 0, "", now,
-            item.content(), origin.topic if origin else "", origin.partition if origin else None,
+            item.notification_id, channel, item.recipient, item.content.campaign_id, ChannelDeliveryStatus.PENDING, 0, "", now,
+            item.payload(), origin.topic if origin else "", origin.partition if origin else None,
             origin.offset if origin else None,
         ))
     inserted = bulk_insert(
@@ -208,27 +191,60 @@ def _channel_deliveries_create(*, channel_rows: list[tuple[Outgoing, str]], orig
         returning=("id", "notification_id", "channel"),
     )
     ids = {(notification_id, channel): pk for pk, notification_id, channel in inserted}
-    return [ChannelSend(ids[(item.notification_id, channel)], channel, 1, item) for item, channel in channel_rows]
+    due = clock.now()
+    return scheduler.schedule(*(
+        _send_item(ids[(item.notification_id, channel)], due_at=due, lane=send_lane(channel, item))
+        for item, channel in channel_rows
+    ))
 
 
-def _pending_sends_of(*, notification_ids: list[str]) -> list[ChannelSend]:
-    """Channel sends of already-settled notifications that never ran (the worker died before them)."""
-    if not notification_ids:
-        return []
-    pending = list(ChannelDelivery.objects.filter(notification_id__in=notification_ids, status=ChannelDeliveryStatus.PENDING))
-    return _sends_for(pending)
+def send_key(channel_delivery_id: int) -> str:
+    """The scheduled item of a channel delivery's next attempt."""
+    return f"send:{channel_delivery_id}"
 
 
-def channel_retries_claim(*, retries: Sequence[ChannelRetry]) -> list[ChannelSend]:
-    """The retries still wanted: their channel delivery is retrying and this is its next attempt."""
-    wanted = {(r.notification_id, r.channel): r.attempt for r in retries}
+def _send_item(channel_delivery_id: int, *, due_at: datetime, lane: str) -> scheduler.Item:
+    return scheduler.Item(kind=SEND, key=send_key(channel_delivery_id), due_at=due_at, lane=lane,
+                          payload={"channel_delivery": channel_delivery_id})
+
+
+def send_lane(channel: str, outgoing: Outgoing) -> str:
+    """Sends to one endpoint host (and port) share a lane, a concurrency limit; email shares one."""
+    if channel == Channel.EMAIL:
+        return Channel.EMAIL.value
+    return urlsplit(outgoing.push_endpoint or settings.PUSH_GATEWAY_URL).netloc.rpartition("@")[2].lower()[:255]
+
+
+def channel_sends_of(*, items: Sequence[scheduler.Due]) -> list[ChannelSend]:
+    """The sends the released items stand for. An item whose channel delivery is settled already (or
+    gone, or whose recipient was deleted) is done at once and has no send."""
+    by_id = {item.payload.get("channel_delivery"): item for item in items}
+    rows = [row for row in ChannelDelivery.objects.filter(id__in=[k for k in by_id if isinstance(k, int)])
+            if row.status in (ChannelDeliveryStatus.PENDING, ChannelDeliveryStatus.RETRYING)]
+    sends = _sends_for(rows, items=by_id)
+    wanted = {send.channel_delivery_id for send in sends}
+    scheduler.done(item for key, item in by_id.items() if key not in wanted)
+    return sends
+
+
+def channel_retries_schedule(*, retries: Sequence[ChannelRetry]) -> int:
+    """Retries read from the retry topic (written there before sends moved to the scheduler, or by
+    another producer): the ones still wanted (their channel delivery is retrying and this is its
+    next attempt) are scheduled when due. Returns how many."""
+    wanted = {(r.notification_id, r.channel): r for r in retries}
     rows = ChannelDelivery.objects.filter(
         notification_id__in={r.notification_id for r in retries}, status=ChannelDeliveryStatus.RETRYING
     )
-    return _sends_for([row for row in rows if wanted.get((row.notification_id, row.channel)) == row.attempts + 1])
+    items = []
+    for row in rows:
+        retry = wanted.get((row.notification_id, row.channel))
+        if retry is not None and retry.attempt == row.attempts + 1:
+            due_at = datetime.fromtimestamp(retry.due_at, tz=dt_timezone.utc)
+            items.append(_send_item(row.id, due_at=due_at, lane=""))
+    return scheduler.schedule(*items)
 
 
-def _sends_for(rows: list[ChannelDelivery]) -> list[ChannelSend]:
+def _sends_for(rows: list[ChannelDelivery], *, items: Mapping[int, scheduler.Due]) -> list[ChannelSend]:
     """What to send, with the recipient's current address; a recipient deleted meanwhile is skipped."""
     recipients = inbox_services.recipients_resolve(external_ids={r.recipient_external_id for r in rows}, create=set())
     sends, gone = [], []
@@ -237,20 +253,15 @@ def _sends_for(rows: list[ChannelDelivery]) -> list[ChannelSend]:
         if recipient is None:
             gone.append(row.id)
             continue
-        outgoing = Outgoing.from_content(row.content, email=recipient.email, push_endpoint=recipient.push_endpoint,
-                                         push_secrets=recipient.push_secrets)
-        sends.append(ChannelSend(row.id, row.channel, row.attempts + 1, outgoing))
+        outgoing = Outgoing(notification_id=row.notification_id, recipient=row.recipient_external_id,
+                            content=NotificationContent.of_payload(row.content), email=recipient.email,
+                            push_endpoint=recipient.push_endpoint, push_secrets=recipient.push_secrets)
+        sends.append(ChannelSend(row.id, row.channel, row.attempts + 1, outgoing, items[row.id]))
     if gone:
         ChannelDelivery.objects.filter(id__in=gone).update(
             status=ChannelDeliveryStatus.SKIPPED, last_error="recipient deleted", updated_at=timezone.now()
         )
     return sends
-
-
-def retry_delay(*, attempt: int, base: float, factor: float, rng: random.Random = random) -> float:
-    """Seconds before attempt `attempt + 1` after attempt `attempt` failed: base * factor**(attempt-1),
-    with +-20 % jitter so that retries of one outage do not arrive together."""
-    return base * factor ** (attempt - 1) * rng.uniform(0.8, 1.2)
 
 
 @dataclass
@@ -261,56 +272,59 @@ class OutcomeCounts:
 
 
 def channel_outcomes_record(*, outcomes: Sequence[tuple[ChannelSend, ChannelError | None]]) -> OutcomeCounts:
-    """Record a batch of channel attempts in one transaction: sent; a retry scheduled on the retry
-    topic (through the outbox, so it exists exactly when the row says `retrying`); or a dead letter,
-    mirrored to the dead-letter topic the same way."""
+    """Record a batch of channel attempts in one transaction: sent (its item done); a retry (its
+    item due again after the backoff); or a dead letter (its item done), mirrored to the dead-letter
+    topic through the outbox. A send whose item another holder has taken since (its lease ran out)
+    is left to that holder."""
     counts = OutcomeCounts()
     if not outcomes:
         return counts
-    now = timezone.now()
-    rows = ChannelDelivery.objects.in_bulk([send.channel_delivery_id for send, _ in outcomes])
-    events: list[OutboxEvent] = []
+    now = clock.now()
     dead_letters: list[DeadLetter] = []
-    for send, error in outcomes:
-        row = rows[send.channel_delivery_id]
-        row.attempts, row.updated_at = send.attempt, now
-        if error is None:
-            row.status, row.last_error = ChannelDeliveryStatus.SENT, ""
-            counts.sent += 1
-            continue
-        row.last_error = safe_text(error, 500)
-        if error.transient and send.attempt <= settings.RETRY_MAX_RETRIES:
-            row.status = ChannelDeliveryStatus.RETRYING
-            delay = retry_delay(attempt=send.attempt, base=settings.RETRY_BACKOFF_BASE_SECONDS,
-                                factor=settings.RETRY_BACKOFF_FACTOR)
-            retry = ChannelRetry(row.notification_id, row.channel, row.recipient_external_id, send.attempt + 1,
-                                 time.time() + delay)
-            events.append(OutboxEvent(topic=broker.NOTIFICATIONS_RETRY, key=row.recipient_external_id, payload=retry.encode()))
-            counts.retried += 1
-            continue
-        row.status = ChannelDeliveryStatus.DEAD
-        reason = DeadLetterReason.RETRIES_EXHAUSTED if error.transient else DeadLetterReason.PERMANENT_FAILURE
-        payload = ChannelRetry(row.notification_id, row.channel, row.recipient_external_id, 1, 0).encode()
-        dead_letters.append(DeadLetter(
-            reason=reason, error=safe_text(error), notification_id=row.notification_id, channel=row.channel,
-            recipient_external_id=row.recipient_external_id, campaign_id=row.campaign_id, attempts=send.attempt,
-            original_topic=row.origin_topic, original_partition=row.origin_partition,
-            original_offset=row.origin_offset, payload=payload, created_at=now,
-        ))
-        counts.dead += 1
+    events: list[OutboxEvent] = []
     with transaction.atomic():
-        ChannelDelivery.objects.bulk_update(rows.values(), ["status", "attempts", "last_error", "updated_at"], batch_size=500)
-        _dead_letters_store(dead_letters, events)
+        rows = ChannelDelivery.objects.select_for_update().in_bulk([send.channel_delivery_id for send, _ in outcomes])
+        finished: list[scheduler.Due] = []
+        changed = []
+        for send, error in outcomes:
+            row = rows.get(send.channel_delivery_id)
+            if row is None:
+                continue
+            row.attempts, row.updated_at = send.attempt, now
+            if error is None:
+                row.status, row.last_error = ChannelDeliveryStatus.SENT, ""
+                counts.sent += 1
+                finished.append(send.item)
+            elif error.transient and send.attempt <= settings.RETRY_MAX_RETRIES:
+                delay = backoff_delay(attempt=send.attempt, first=settings.RETRY_BACKOFF_BASE_SECONDS,
+                                      factor=settings.RETRY_BACKOFF_FACTOR)
+                if not scheduler.reschedule(send.item, due_at=now + timedelta(seconds=delay)):
+                    continue  # another holder has it
+                row.status, row.last_error = ChannelDeliveryStatus.RETRYING, safe_text(error, 500)
+                counts.retried += 1
+                logger.info("retry %d of %s via %s in %.1f s", send.attempt + 1, row.notification_id, row.channel, delay,
+                            extra=_ids(row.notification_id, row.campaign_id, row.recipient_external_id))
+            else:
+                row.status, row.last_error = ChannelDeliveryStatus.DEAD, safe_text(error, 500)
+                reason = DeadLetterReason.RETRIES_EXHAUSTED if error.transient else DeadLetterReason.PERMANENT_FAILURE
+                payload = ChannelRetry(row.notification_id, row.channel, row.recipient_external_id, 1, 0).encode()
+                dead_letters.append(DeadLetter(
+                    reason=reason, error=safe_text(error), notification_id=row.notification_id, channel=row.channel,
+                    recipient_external_id=row.recipient_external_id, campaign_id=row.campaign_id, attempts=send.attempt,
+                    original_topic=row.origin_topic, original_partition=row.origin_partition,
+                    original_offset=row.origin_offset, payload=payload, created_at=now,
+                ))
+                counts.dead += 1
+                finished.append(send.item)
+            changed.append(row)
+        scheduler.done(finished)
+        ChannelDelivery.objects.bulk_update(changed, ["status", "attempts", "last_error", "updated_at"], batch_size=500)
+        dead_letters_store(dead_letters, events)
         outbox_enqueue_many(events=events)
     for letter in dead_letters:
         logger.warning("dead letter: %s via %s after %d attempt(s): %s", letter.notification_id, letter.channel,
                        letter.attempts, letter.error, extra=_ids(letter.notification_id, letter.campaign_id,
                                                                   letter.recipient_external_id))
-    for event in events:
-        if event.topic == broker.NOTIFICATIONS_RETRY:
-            retry = ChannelRetry.decode(bytes(event.payload))
-            logger.info("retry %d of %s via %s scheduled", retry.attempt, retry.notification_id, retry.channel,
-                        extra=_ids(retry.notification_id, None, retry.recipient))
     return counts
 
 
@@ -319,42 +333,19 @@ def _ids(notification_id: str, campaign_id: int | None, recipient: str) -> dict:
     return {"notification_id": notification_id, "campaign_id": campaign_id, "recipient": recipient}
 
 
-def dead_letters_record_invalid(*, records: Sequence[InvalidRecord]) -> None:
-    """Records that are not messages of ours go to the dead-letter topic (and table) with the reason."""
-    now = timezone.now()
-    letters = [
-        DeadLetter(
-            reason=DeadLetterReason.INVALID_PAYLOAD, error=r.error, original_topic=r.origin.topic,
-            original_partition=r.origin.partition, original_offset=r.origin.offset,
-            payload=(r.value or b"")[:DEAD_LETTER_PAYLOAD_BYTES], created_at=now,
-        )
-        for r in records
-    ]
-    events: list[OutboxEvent] = []
-    with transaction.atomic():
-        _dead_letters_store(letters, events, keys=[(r.key or b"").decode(errors="replace") for r in records])
-        outbox_enqueue_many(events=events)
-    for r in records:
-        logger.warning("dead letter: invalid payload at %s[%d]@%d: %s", r.origin.topic, r.origin.partition, r.origin.offset, r.error)
-
-
 def envelope_dead_letter(*, envelope: Envelope, error: str) -> bool:
     """Dead-letter one message whose handling failed on its own (reason `processing failed`), in
     one transaction with what settles it, so that a repeat after a crash writes nothing twice: a task
     claims its id in the ledger as `failed` (and counts as failed in its campaign); a retry marks its
     channel delivery dead. Returns whether a dead letter was written."""
-    message, origin = envelope.message, envelope.origin
-    letter = DeadLetter(
-        reason=DeadLetterReason.PROCESSING_FAILED, error=error, attempts=1, original_topic=origin.topic,
-        original_partition=origin.partition, original_offset=origin.offset,
-        payload=(envelope.raw or b"")[:DEAD_LETTER_PAYLOAD_BYTES], created_at=timezone.now(),
-    )
+    message = envelope.message
+    letter = dead_letter_of(envelope=envelope, error=error)
     with transaction.atomic():
         if isinstance(message, NotificationTask):
             task = dataclasses.replace(message, notification_id=safe_text(message.notification_id, 160),
                                        recipient=safe_text(message.recipient, 128))
-            outcome = (DeliveryOutcome.FAILED, safe_text(f"processing failed: {error}", 200))
-            if not _ledger_claim(tasks=[task], outcomes={task.notification_id: outcome}, settled_at=letter.created_at):
+            reason = safe_text(f"processing failed: {error}", 200)
+            if not _ledger_claim(entries=[(task, DeliveryOutcome.FAILED, reason)], settled_at=letter.created_at):
                 return False  # settled already (this is a repeat)
             if task.campaign_id:
                 campaign_services.campaign_progress_add(campaign_id=task.campaign_id, failed=1)
@@ -368,53 +359,10 @@ def envelope_dead_letter(*, envelope: Envelope, error: str) -> bool:
                 return False
             letter.notification_id, letter.channel, letter.recipient_external_id = (
                 message.notification_id, message.channel, message.recipient)
-        elif isinstance(message, CampaignCreated):
-            letter.campaign_id = message.campaign_id
-        events: list[OutboxEvent] = []
-        _dead_letters_store([letter], events)
-        outbox_enqueue_many(events=events)
-    logger.warning("dead letter: %s failed: %s", letter.notification_id or origin, error,
+        dead_letter_write(letter=letter)
+    logger.warning("dead letter: %s failed: %s", letter.notification_id or envelope.origin, error,
                    extra=_ids(letter.notification_id, letter.campaign_id, letter.recipient_external_id))
     return True
-
-
-def envelope_dead_letter_raw(*, envelope: Envelope, error: str) -> None:
-    """The last resort when even `envelope_dead_letter` fails on a record's data: a dead letter with
-    the record as consumed and where it was read, and nothing taken from its content."""
-    origin = envelope.origin
-    letter = DeadLetter(reason=DeadLetterReason.PROCESSING_FAILED, error=error, attempts=1, original_topic=origin.topic,
-                        original_partition=origin.partition, original_offset=origin.offset,
-                        payload=(envelope.raw or b"")[:DEAD_LETTER_PAYLOAD_BYTES], created_at=timezone.now())
-    events: list[OutboxEvent] = []
-    with transaction.atomic():
-        _dead_letters_store([letter], events)
-        outbox_enqueue_many(events=events)
-    logger.warning("dead letter: record %s[%d]@%d failed: %s", origin.topic, origin.partition, origin.offset, error)
-
-
-def _dead_letters_store(letters: list[DeadLetter], events: list[OutboxEvent], keys: list[str] | None = None) -> None:
-    """Save dead letters and add their dead-letter-topic records (payload, provenance in headers) to events.
-
-    Their text comes from records anyone could produce: made storable first (no NUL, no lone
-    surrogate, within each column's length), so that writing a dead letter cannot fail on it."""
-    for letter in letters:
-        for name in ("error", "notification_id", "channel", "recipient_external_id", "original_topic"):
-            field = DeadLetter._meta.get_field(name)
-            setattr(letter, name, safe_text(getattr(letter, name), field.max_length))
-    keys = [safe_text(k, 200) for k in keys] if keys else None
-    DeadLetter.objects.bulk_create(letters)
-    for letter in letters:
-        metrics.DEAD_LETTERS.labels(letter.reason, letter.channel or "none").inc()
-    for i, letter in enumerate(letters):
-        headers = {
-            "reason": letter.reason, "error": letter.error[:1000], "attempts": letter.attempts,
-            "original_topic": letter.original_topic, "original_partition": letter.original_partition,
-            "original_offset": letter.original_offset, "notification_id": letter.notification_id,
-            "channel": letter.channel,
-        }
-        key = keys[i] if keys else letter.recipient_external_id
-        events.append(OutboxEvent(topic=broker.NOTIFICATIONS_DLQ, key=key, payload=bytes(letter.payload),
-                                  headers={k: v for k, v in headers.items() if v not in ("", None)}))
 
 
 def dead_letter_replay(*, dead_letter: DeadLetter) -> str:
@@ -433,9 +381,13 @@ def dead_letter_replay(*, dead_letter: DeadLetter) -> str:
                                                      outcome=DeliveryOutcome.FAILED).delete()
                 if removed and letter.campaign_id:
                     campaign_services.campaign_progress_add(campaign_id=letter.campaign_id, failed=-1)
-            logical_topic = letter.original_topic.removeprefix(settings.KAFKA_TOPIC_PREFIX)
-            outbox_enqueue(topic=logical_topic, key=letter.recipient_external_id or "replay", payload=bytes(letter.payload))
-            return f"dead letter #{letter.id}: record re-published to {logical_topic}"
+            topic = topics.topic_of(letter.original_topic)
+            if topic is None:
+                transaction.set_rollback(True)
+                return (f"dead letter #{letter.id} was read from {letter.original_topic}, which is not one of this "
+                        f"deployment's topics (KAFKA_TOPIC_PREFIX={settings.KAFKA_TOPIC_PREFIX!r}); nothing replayed")
+            outbox_enqueue(topic=topic.logical, key=letter.recipient_external_id or "replay", payload=bytes(letter.payload))
+            return f"dead letter #{letter.id}: record re-published to {topic.logical}"
         delivery = ChannelDelivery.objects.select_for_update().filter(
             notification_id=letter.notification_id, channel=letter.channel
         ).first()
@@ -443,8 +395,7 @@ def dead_letter_replay(*, dead_letter: DeadLetter) -> str:
             return f"dead letter #{letter.id}: {letter.channel} delivery already settled; nothing sent"
         delivery.status, delivery.attempts, delivery.updated_at = ChannelDeliveryStatus.RETRYING, 0, timezone.now()
         delivery.save(update_fields=["status", "attempts", "updated_at"])
-        retry = ChannelRetry(letter.notification_id, letter.channel, letter.recipient_external_id, 1, time.time())
-        outbox_enqueue(topic=broker.NOTIFICATIONS_RETRY, key=letter.recipient_external_id, payload=retry.encode())
+        scheduler.schedule(_send_item(delivery.id, due_at=clock.now(), lane=""))
         return f"dead letter #{letter.id}: {letter.channel} delivery of {letter.notification_id} queued again"
 
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
+from core.admin_mixins import ReadOnlyAdminMixin
 from inbox.models import Notification, Recipient
-from notifications_project.admin_mixins import ReadOnlyAdminMixin
 
 
 @admin.register(Recipient)

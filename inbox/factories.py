@@ -1,7 +1,8 @@
 import factory
 from django.utils import timezone
 
-from inbox.models import Notification, NotificationKind, Recipient
+from core.messages import Kind
+from inbox.models import Notification, Preference, Recipient
 
 
 class RecipientFactory(factory.django.DjangoModelFactory):
@@ -18,7 +19,19 @@ class NotificationFactory(factory.django.DjangoModelFactory):
 
     notification_id = factory.Faker("uuid4")
     recipient = factory.SubFactory(RecipientFactory)
-    kind = NotificationKind.FOLLOW
+    kind = Kind.FOLLOW
     sender = "someone"
     message = factory.Faker("sentence")
     created_at = factory.LazyFunction(timezone.now)
+
+
+class PreferenceFactory(factory.django.DjangoModelFactory):
+    """A recipient's opt-outs: none unless given (`kinds={"like": False}`, `channels={"email": False}`)."""
+
+    class Meta:
+        model = Preference
+        django_get_or_create = ("recipient",)
+
+    recipient = factory.SubFactory(RecipientFactory)
+    kinds = factory.LazyFunction(dict)
+    channels = factory.LazyFunction(dict)

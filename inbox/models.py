@@ -7,23 +7,15 @@ from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.messages import RECIPIENT_ID_MAX_LENGTH, Kind
 
-class NotificationKind(models.TextChoices):
-    FOLLOW = "follow"
-    MENTION = "mention"
-    LIKE = "like"
-    CUSTOM = "custom"
-    OFFER = "offer"
-    ALERT = "alert"
-    REMINDER = "reminder"
-
-
-USER_TO_USER_KINDS = (NotificationKind.FOLLOW, NotificationKind.MENTION, NotificationKind.LIKE, NotificationKind.CUSTOM)
-CAMPAIGN_KINDS = (NotificationKind.OFFER, NotificationKind.ALERT, NotificationKind.REMINDER)
-
-# A product's user id: 1-128 characters, no white space, no slash (it is a URL path segment).
-RECIPIENT_ID_MAX_LENGTH = 128
-RECIPIENT_ID_REGEX = r"^[^\s/]{1,128}$"
+# PostgreSQL NOTIFY channels the stream servers LISTEN on (inbox/stream.py); SQLite has none.
+# New inbox rows (a statement trigger, migration 0006):
+NEW_NOTIFICATION_CHANNEL = "inbox_notification"
+# A recipient key whose open streams are checked again at once (tokens revoked, recipient deleted):
+STREAMS_RECHECK_CHANNEL = "inbox_recipient_streams"
+# Read-state changes, pushed to the recipient's open streams as `event: state`:
+STATE_CHANNEL = "inbox_state"
 
 
 PUSH_SECRET_PREFIX = "whsec_"
@@ -112,21 +104,14 @@ class Notification(models.Model):
     notification_id = models.CharField(max_length=160, unique=True)
     # No index of its own: (recipient, -id) below leads with it (one index fewer on the hot insert).
     recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="notifications", db_index=False)
-    kind = models.CharField(max_length=16, choices=NotificationKind.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
     sender = models.CharField(max_length=RECIPIENT_ID_MAX_LENGTH, blank=True)
     title = models.CharField(max_length=200, blank=True)
     message = models.TextField()
     data = models.JSONField(default=dict, blank=True)
-    # Informational: no index and no database constraint (a per-row trigger on the hot insert path).
-    campaign = models.ForeignKey(
-        "campaigns.Campaign",
-        null=True,
-        blank=True,
-        on_delete=models.DO_NOTHING,
-        db_index=False,
-        db_constraint=False,
-        related_name="+",
-    )
+    # The campaign it came from: an id, no relation (campaigns is a layer above the inbox), no index
+    # and no constraint (a per-row trigger on the hot insert path).
+    campaign_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(help_text="When the API accepted the notification.")
     delivered_at = models.DateTimeField(default=timezone.now)
     seen_at = models.DateTimeField(null=True, blank=True)
@@ -151,11 +136,9 @@ class Notification(models.Model):
         return f"{self.kind} for {self.recipient_id}: {self.message[:40]}"
 
 
-PREFERENCE_CHANNELS = ("in_app", "email", "webhook")
-
-
 class Preference(models.Model):
-    """A recipient's opt-outs: {"like": false} in kinds, {"email": false} in channels. Absent means on."""
+    """A recipient's opt-outs: {"like": false} in kinds, {"email": false} in channels (keys: Kind and
+    Channel values). Absent means on."""
 
     recipient = models.OneToOneField(Recipient, on_delete=models.CASCADE, primary_key=True, related_name="preference")
     kinds = models.JSONField(default=dict, blank=True)

@@ -3,25 +3,21 @@ from django.db.models import QuerySet
 from inbox.models import Notification, Preference, Recipient
 
 
-def notification_list(
-    *, recipient_external_id: str, unread: bool | None = None, kind: str | None = None, archived: bool = False
-) -> QuerySet[Notification]:
-    """One recipient's inbox (ordering is the paginator's: newest first), without the archived
-    notifications unless `archived`. An unknown recipient has an empty inbox: the product may read a
-    feed before its first notification arrives."""
-    notifications = _inbox_of(recipient_external_id)
-    notifications = notifications.archived() if archived else notifications.unarchived()
-    if unread is True:
-        notifications = notifications.filter(read_at__isnull=True)
-    elif unread is False:
-        notifications = notifications.filter(read_at__isnull=False)
-    if kind:
-        notifications = notifications.filter(kind=kind)
-    return notifications
+def notification_list(*, recipient_external_id: str) -> QuerySet[Notification]:
+    """One recipient's inbox, archived notifications included (ordering is the paginator's: newest
+    first); the list's FilterSet (`inbox.filters.InboxFilter`) narrows it, leaving out the archived ones
+    unless asked. An unknown recipient has an empty inbox: the product may read a feed before its first
+    notification arrives."""
+    return _inbox_of(recipient_external_id)
 
 
-def notification_unread_count(*, recipient_external_id: str) -> int:
-    return _inbox_of(recipient_external_id).unread().count()
+def notification_unread_count(*, recipient_external_id: str, limit: int | None = None) -> int:
+    """Unread and not archived. With `limit`, counts at most limit + 1 rows (a badge's "99+"): the
+    cost then stays that of `limit` rows however many there are."""
+    unread = _inbox_of(recipient_external_id).unread()
+    if limit is not None:
+        unread = unread.order_by()[: limit + 1]
+    return unread.count()
 
 
 def _inbox_of(recipient_external_id: str) -> QuerySet[Notification]:
@@ -39,12 +35,6 @@ def preference_get(*, recipient_external_id: str) -> dict:
     return {"kinds": preference.kinds if preference else {}, "channels": preference.channels if preference else {}}
 
 
-def recipient_list(*, email: str | None = None, locale: str | None = None, attributes: dict[str, str] | None = None):
-    recipients = Recipient.objects.all()
-    if email:
-        recipients = recipients.filter(email__iexact=email)
-    if locale:
-        recipients = recipients.filter(locale=locale)
-    for name, value in (attributes or {}).items():
-        recipients = recipients.with_attribute(name, value)
-    return recipients
+def recipient_list() -> QuerySet[Recipient]:
+    """The directory; the list's FilterSet (`inbox.filters.RecipientFilter`) narrows it."""
+    return Recipient.objects.all()

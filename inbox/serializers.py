@@ -1,10 +1,12 @@
 from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
-from delivery.webhook_targets import endpoint_host, endpoint_refusal, hosts_resolve
-
-from inbox.models import PREFERENCE_CHANNELS, USER_TO_USER_KINDS, Notification, NotificationKind, Recipient
-from notifications_project.fields import ChoiceWithListField, DataField, RecipientIdField
+from core.fields import ChoiceWithListField, DataField, RecipientIdField
+from core.messages import USER_TO_USER_KINDS, Channel, Kind
+from core.webhook_targets import endpoint_host, endpoint_refusal, hosts_resolve
+from inbox.models import Notification, Recipient
+from inbox.services import SEND_AT_MAX_AHEAD
 
 MESSAGE_MAX_LENGTH = 2000
 
@@ -15,6 +17,14 @@ class NotificationSendInput(serializers.Serializer):
     kind = ChoiceWithListField(choices=[k.value for k in USER_TO_USER_KINDS])
     message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
     data = DataField(required=False, default=dict)
+    send_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None,
+        help_text="Deliver at this time (ISO 8601 with an offset; at most a year ahead). Absent or past: now.")
+
+    def validate_send_at(self, value):
+        if value is not None and value > timezone.now() + SEND_AT_MAX_AHEAD:
+            raise serializers.ValidationError("Must be at most a year ahead.")
+        return value
 
     def validate(self, attrs):
         if attrs["sender"] == attrs["recipient"]:
@@ -42,6 +52,7 @@ class NotificationAcceptedOutput(serializers.Serializer):
 
 class NotificationOutput(serializers.ModelSerializer):
     id = serializers.CharField(source="notification_id")
+    campaign = serializers.IntegerField(source="campaign_id", allow_null=True, read_only=True)
 
     class Meta:
         model = Notification
@@ -49,12 +60,6 @@ class NotificationOutput(serializers.ModelSerializer):
             "id", "kind", "sender", "title", "message", "data", "campaign", "created_at", "delivered_at",
             "seen_at", "read_at", "archived_at",
         ]
-
-
-class InboxFilterInput(serializers.Serializer):
-    unread = serializers.BooleanField(required=False, allow_null=True, default=None)
-    kind = ChoiceWithListField(choices=NotificationKind.values, required=False)
-    archived = serializers.BooleanField(required=False, default=False)
 
 
 class ReadAllInput(serializers.Serializer):
@@ -66,8 +71,15 @@ class ReadAllOutput(serializers.Serializer):
     marked = serializers.IntegerField()
 
 
+class UnreadCountInput(serializers.Serializer):
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=10_000, help_text=(
+        "Count at most this many (a badge's 99+): `count` is then at most `limit` and `capped` says "
+        "whether there are more. Its cost stays that of `limit` rows, whatever the inbox holds."))
+
+
 class UnreadCountOutput(serializers.Serializer):
     count = serializers.IntegerField()
+    capped = serializers.BooleanField(help_text="True when there are more than `limit` (only with `limit`).")
 
 
 class _StrictBooleanField(serializers.BooleanField):
@@ -91,9 +103,9 @@ class _OptOutsField(serializers.DictField):
 
 
 class PreferenceInput(serializers.Serializer):
-    kinds = _OptOutsField(keys=tuple(NotificationKind.values), required=False, default=dict,
+    kinds = _OptOutsField(keys=tuple(Kind.values), required=False, default=dict,
                           help_text='Per kind, false to opt out: {"like": false}.')
-    channels = _OptOutsField(keys=PREFERENCE_CHANNELS, required=False, default=dict,
+    channels = _OptOutsField(keys=tuple(Channel.values), required=False, default=dict,
                              help_text='Per channel, false to opt out: {"email": false}.')
 
     def validate(self, attrs):

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import orjson
 from django.conf import settings
@@ -10,16 +12,32 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from delivery import broker
-from delivery.messages import NotificationTask
-from delivery.outbox import outbox_enqueue
-from inbox.models import Notification, NotificationQuerySet, Preference, Recipient, push_secret_new
-from notifications_project.db import bulk_copy, bulk_insert, values_for_keys
+from core import clock, scheduler, topics
+from core.db import bulk_copy, bulk_insert, values_for_keys
+from core.dead_letters import dead_letter_write
+from core.messages import InvalidPayload, NotificationContent, NotificationTask
+from core.models import DeadLetter, DeadLetterReason
+from inbox.models import (
+    STATE_CHANNEL,
+    STREAMS_RECHECK_CHANNEL,
+    Notification,
+    NotificationQuerySet,
+    Preference,
+    Recipient,
+    push_secret_new,
+)
 
 
-def notification_send(*, sender: str, recipient: str, kind: str, message: str, data: dict) -> NotificationTask:
+# The scheduler's kind for a user-to-user notification held until its `send_at`.
+RELEASE = "notification.release"
+SEND_AT_MAX_AHEAD = timedelta(days=366)
+
+
+def notification_send(*, sender: str, recipient: str, kind: str, message: str, data: dict,
+                      send_at: datetime | None = None) -> NotificationTask:
     """Accept a user-to-user notification: it is queued in the outbox, keyed by recipient, and its
-    id is returned at once. The worker writes it into the recipient's inbox."""
+    id is returned at once; with a `send_at` still ahead, it is held by the scheduler until then. The
+    worker writes it into the recipient's inbox."""
     task = NotificationTask(
         notification_id=str(uuid.uuid4()),
         recipient=recipient,
@@ -29,10 +47,44 @@ def notification_send(*, sender: str, recipient: str, kind: str, message: str, d
         data=data,
         created_at=timezone.now().isoformat(),
     )
+    if send_at is not None and send_at > clock.now():
+        scheduler.schedule(held_item(task, send_at=send_at))
+        return task
     # One INSERT in autocommit mode is its own transaction: no BEGIN/COMMIT round trips. Inside a
     # caller's transaction (Idempotency-Key) it joins that one.
-    outbox_enqueue(topic=broker.NOTIFICATIONS_SEND, key=recipient, payload=task.encode())
+    topics.SEND.enqueue(task)
     return task
+
+
+def release_key(notification_id: str) -> str:
+    return f"release:{notification_id}"
+
+
+def held_item(task: NotificationTask, *, send_at: datetime) -> scheduler.Item:
+    """The scheduler's item that holds `task` until `send_at`."""
+    return scheduler.Item(kind=RELEASE, key=release_key(task.notification_id), due_at=send_at,
+                          lane=task.recipient, payload={"task": task.encode().decode()})
+
+
+def notifications_release_due(*, limit: int = 1000) -> int:
+    """Queue the held notifications that are due: each task goes into the outbox in the transaction
+    that takes its item from the scheduler, so a process killed anywhere queues it exactly once.
+    Returns how many (`limit` at most: call again while it returns `limit`)."""
+    with transaction.atomic():
+        items = scheduler.release(kind=RELEASE, limit=limit)
+        tasks, unreadable = [], []
+        for item in items:
+            try:
+                tasks.append(NotificationTask.decode(str(item.payload.get("task", "")).encode()))
+            except InvalidPayload as exc:  # never written so by us: set aside, never holding up the rest
+                unreadable.append(DeadLetter(
+                    reason=DeadLetterReason.INVALID_PAYLOAD, error=f"held notification {item.key}: {exc}",
+                    original_topic=f"scheduler:{RELEASE}", payload=orjson.dumps(item.payload), created_at=timezone.now()))
+        topics.SEND.enqueue_many(tasks)
+        for letter in unreadable:
+            dead_letter_write(letter=letter)
+        scheduler.done(items)
+    return len(items)
 
 
 def preferences_of(*, recipient_pks: list[int]) -> dict[int, tuple[dict, dict]]:
@@ -41,15 +93,28 @@ def preferences_of(*, recipient_pks: list[int]) -> dict[int, tuple[dict, dict]]:
     return {pk: (kinds, channels) for pk, kinds, channels in rows}
 
 
-NOTIFICATION_INSERT_COLUMNS = (
-    "notification_id", "recipient", "kind", "sender", "title", "message", "data", "campaign", "created_at", "delivered_at",
-)
+class InboxRow(NamedTuple):
+    """One notification for one recipient's inbox (a named tuple: the worker makes one per task)."""
+
+    notification_id: str
+    recipient_pk: int
+    content: NotificationContent
 
 
-def notifications_insert(*, rows: list[tuple]) -> None:
-    """Write inbox rows (tuples in NOTIFICATION_INSERT_COLUMNS order) in one statement. The caller
-    has claimed their ids in the ledger, so none can exist already."""
-    bulk_copy(model=Notification, columns=NOTIFICATION_INSERT_COLUMNS, rows=rows)
+def notifications_insert(*, rows: Sequence[InboxRow], delivered_at: datetime) -> None:
+    """Write inbox rows in one statement. The caller has claimed their ids in the ledger, so none can
+    exist already."""
+    bulk_copy(
+        model=Notification,
+        columns=("notification_id", "recipient", "kind", "sender", "title", "message", "data", "campaign_id",
+                 "created_at", "delivered_at"),
+        rows=[
+            (row.notification_id, row.recipient_pk, c.kind, c.sender, c.title, c.message, c.data, c.campaign_id,
+             c.created_at, delivered_at)
+            for row in rows
+            for c in (row.content,)
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +252,12 @@ def push_secret_rotate(*, recipient_external_id: str) -> RotatedSecret:
 
 
 def recipient_delete(*, recipient: Recipient) -> None:
-    """Erase a recipient with its inbox (its queued campaign tasks are then skipped). Its tokens
-    stop working, and its open streams close."""
+    """Erase a recipient with its inbox and its held notifications (`send_at`: they would create it
+    again when due; its queued campaign tasks are skipped). Its tokens stop working, and its open
+    streams close."""
     recipient_pk = recipient.pk
     with transaction.atomic():
+        scheduler.cancel(kind=RELEASE, lane=recipient.external_id)
         recipient.delete()
         _streams_recheck(recipient_pk=recipient_pk)
 
@@ -203,15 +270,6 @@ def recipient_tokens_revoke(*, recipient_external_id: str) -> None:
         Recipient.objects.filter(pk=recipient_pk).update(token_generation=F("token_generation") + 1)
         _streams_recheck(recipient_pk=recipient_pk)
 
-
-# The stream servers LISTEN here (inbox/stream.py): the payload is a recipient key whose open
-# streams are checked again at once. NOTIFY is sent at commit. SQLite has none: streams recheck
-# their tokens every few seconds anyway.
-STREAMS_RECHECK_CHANNEL = "inbox_recipient_streams"
-
-
-# Read-state changes, pushed to the recipient's open streams as `event: state` (inbox/stream.py).
-STATE_CHANNEL = "inbox_state"
 
 
 def _streams_recheck(*, recipient_pk: int) -> None:

@@ -39,13 +39,17 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Q
 
-from inbox.models import Notification, Recipient
+from inbox.models import (
+    NEW_NOTIFICATION_CHANNEL,
+    STATE_CHANNEL,
+    STREAMS_RECHECK_CHANNEL,
+    Notification,
+    Recipient,
+)
 from inbox.serializers import NotificationOutput
-from inbox.services import STATE_CHANNEL, STREAMS_RECHECK_CHANNEL
 
 logger = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "inbox_notification"
 FETCH_LIMIT = 1000
 POLL_SECONDS = 0.25  # SQLite, and a safety net on PostgreSQL
 TOKEN_RECHECK_SECONDS = 5.0  # revoked tokens when a NOTIFY was missed (and on SQLite)
@@ -162,7 +166,7 @@ class InboxBroadcaster:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as listener:
-                    await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await listener.execute(f"LISTEN {NEW_NOTIFICATION_CHANNEL}")
                     await listener.execute(f"LISTEN {STREAMS_RECHECK_CHANNEL}")
                     await listener.execute(f"LISTEN {STATE_CHANNEL}")
                     self.to_recheck.update(self.by_recipient)  # anything committed while we were not listening

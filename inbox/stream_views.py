@@ -20,10 +20,15 @@ from rest_framework.authentication import SessionAuthentication, TokenAuthentica
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 
-from inbox.models import RECIPIENT_ID_REGEX, Recipient
+from core.messages import RECIPIENT_ID_REGEX
+from inbox.authentication import (
+    RecipientPrincipal,
+    RecipientTokenAuthentication,
+    recipient_token_read,
+)
+from inbox.models import Recipient
+from inbox.permissions import is_service_or_staff
 from inbox.stream import newest_notification_id, sse_events
-from notifications_project.permissions import is_service_or_staff
-from notifications_project.recipient_tokens import RecipientPrincipal, RecipientTokenAuthentication, recipient_token_read
 
 EVENT_ID_MAX = 2**63 - 1  # inbox row ids are bigint
 

@@ -1,15 +1,20 @@
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api import NewestFirstCursorPagination
+from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
+from core.messages import Kind
 from inbox import selectors, services
-from inbox.models import Notification, NotificationKind, Recipient
+from inbox.authentication import RecipientPrincipal, recipient_token_issue
+from inbox.filters import InboxFilter, RecipientFilter
+from inbox.models import Notification, Recipient
+from inbox.permissions import InboxAccess
 from inbox.serializers import (
     RECIPIENTS_PER_REQUEST_MAX,
-    InboxFilterInput,
     NotificationAcceptedOutput,
     NotificationOutput,
     NotificationSendInput,
@@ -17,27 +22,30 @@ from inbox.serializers import (
     PushSecretOutput,
     ReadAllInput,
     ReadAllOutput,
-    RecipientTokenOutput,
-    UnreadCountOutput,
     RecipientInput,
     RecipientOutput,
+    RecipientTokenOutput,
     RecipientUpdateInput,
     RecipientUpdateOutput,
     RecipientUpsertOutput,
     SeedSendInput,
+    UnreadCountInput,
+    UnreadCountOutput,
 )
-from notifications_project.api import NewestFirstCursorPagination
-from notifications_project.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
-from notifications_project.permissions import InboxAccess
-from notifications_project.recipient_tokens import RecipientPrincipal, recipient_token_issue
 
 
 def _accepted(task) -> Response:
     return Response(NotificationAcceptedOutput({"id": task.notification_id}).data, status=status.HTTP_202_ACCEPTED)
 
 
+# Lists, retrieve and destroy are DRF's generic mixins with FilterSets (inbox/filters.py). The views
+# written by hand below are the ones no generic view fits, each saying why.
+
+
 class NotificationSendView(APIView):
-    """Send one user-to-user notification (follow, mention, like, custom)."""
+    """Send one user-to-user notification (its `kind` one of the user-to-user kinds)."""
+
+    # Hand-written: it creates no row here (the service queues a task) and answers 202 with the id.
 
     @extend_schema(request=NotificationSendInput, responses={202: NotificationAcceptedOutput},
                    parameters=[IDEMPOTENCY_KEY_PARAMETER])
@@ -51,6 +59,8 @@ class NotificationSendView(APIView):
 class SeedSendView(APIView):
     """The first seed's POST /send (fromID, toID, message); the kind is `custom`."""
 
+    # Hand-written, as NotificationSendView.
+
     @extend_schema(request=SeedSendInput, responses={202: NotificationAcceptedOutput}, parameters=[IDEMPOTENCY_KEY_PARAMETER])
     @idempotent
     def post(self, request):
@@ -58,31 +68,31 @@ class SeedSendView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         task = services.notification_send(
-            sender=data["fromID"], recipient=data["toID"], kind=NotificationKind.CUSTOM, message=data["message"], data={}
+            sender=data["fromID"], recipient=data["toID"], kind=Kind.CUSTOM, message=data["message"], data={}
         )
         return _accepted(task)
 
 
-class InboxViewSet(viewsets.GenericViewSet):
+class InboxViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """A recipient's inbox: services, staff, or that recipient's own token (Authorization: Bearer ...).
 
     The list is newest first with an opaque cursor, `page_size` up to 200, and filters `unread`
     (true/false), `kind`, and `archived` (archived notifications are listed only with archived=true).
     """
 
+    # The list is ListModelMixin's, its query parameters InboxFilter's. The read-state actions below are
+    # hand-written: each calls its service and answers a shape of its own (the notification,
+    # {"marked": n}, {"count": n}), which no generic view or mixin does.
+
     serializer_class = NotificationOutput
     pagination_class = NewestFirstCursorPagination
     permission_classes = [InboxAccess]
+    filterset_class = InboxFilter
 
     def get_queryset(self):
-        filters = InboxFilterInput(data=self.request.query_params)
-        filters.is_valid(raise_exception=True)
-        return selectors.notification_list(recipient_external_id=self.kwargs["recipient_id"], **filters.validated_data)
-
-    @extend_schema(parameters=[InboxFilterInput])
-    def list(self, request, recipient_id):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(NotificationOutput(page, many=True).data)
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular reads the model, with no path
+            return Notification.objects.none()
+        return selectors.notification_list(recipient_external_id=self.kwargs["recipient_id"])
 
     @extend_schema(request=None, responses={200: NotificationOutput})
     def mark(self, request, recipient_id, notification_id, action):
@@ -104,14 +114,21 @@ class InboxViewSet(viewsets.GenericViewSet):
             raise ValidationError({"up_to": ["No such notification in this inbox."]}) from None
         return Response(ReadAllOutput({"marked": marked}).data)
 
-    @extend_schema(responses={200: UnreadCountOutput})
+    @extend_schema(parameters=[UnreadCountInput], responses={200: UnreadCountOutput})
     def unread_count(self, request, recipient_id):
-        count = selectors.notification_unread_count(recipient_external_id=recipient_id)
-        return Response(UnreadCountOutput({"count": count}).data)
+        query = UnreadCountInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        limit = query.validated_data.get("limit")
+        count = selectors.notification_unread_count(recipient_external_id=recipient_id, limit=limit)
+        capped = limit is not None and count > limit
+        return Response(UnreadCountOutput({"count": min(count, limit) if capped else count, "capped": capped}).data)
 
 
 class PreferenceView(APIView):
     """A recipient's opt-outs, honoured by the worker (an opted-out delivery is skipped)."""
+
+    # Hand-written: GET answers the defaults for a recipient with no row (or none at all), and PUT may
+    # create the recipient; RetrieveUpdateAPIView would answer 404 for both.
 
     permission_classes = [InboxAccess]
 
@@ -136,6 +153,8 @@ class RecipientTokenView(APIView):
     creates the recipient if unknown), or revoke all of the recipient's tokens (DELETE; its streams
     opened with one close)."""
 
+    # Hand-written: a token is signed, not stored, and revoking is an update; no model to retrieve or destroy.
+
     @extend_schema(request=None, responses={201: RecipientTokenOutput})
     def post(self, request, recipient_id):
         token, expires_at = recipient_token_issue(recipient_id=recipient_id)
@@ -150,30 +169,28 @@ class RecipientTokenView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class RecipientViewSet(viewsets.GenericViewSet):
+class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                       viewsets.GenericViewSet):
     """The recipient directory, keyed by the product's user id.
 
     List filters: `email`, `locale`, and `attributes.<name>=<value>` (string values).
     """
 
+    # list, retrieve and destroy are the mixins' (destroy through the service). create (an upsert of
+    # one recipient or a list, answering counts) and partial_update (answering the new push secret) are
+    # hand-written: their input and output serializers differ and the writes are services', where
+    # CreateModelMixin and UpdateModelMixin would save the input serializer and answer with it.
+
     serializer_class = RecipientOutput
     pagination_class = NewestFirstCursorPagination
+    filterset_class = RecipientFilter
     lookup_field = "external_id"
     lookup_url_kwarg = "recipient_id"
     lookup_value_regex = r"[^/]+"
     max_body_bytes = settings.RECIPIENT_UPSERT_MAX_BYTES
 
     def get_queryset(self):
-        params = self.request.query_params
-        attributes = {k.removeprefix("attributes."): v for k, v in params.items() if k.startswith("attributes.")}
-        return selectors.recipient_list(email=params.get("email"), locale=params.get("locale"), attributes=attributes)
-
-    def list(self, request):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(RecipientOutput(page, many=True).data)
-
-    def retrieve(self, request, recipient_id=None):
-        return Response(RecipientOutput(self.get_object()).data)
+        return selectors.recipient_list()
 
     @extend_schema(
         request=RecipientInput(many=True),
@@ -200,10 +217,8 @@ class RecipientViewSet(viewsets.GenericViewSet):
         recipient, secret = services.recipient_update(recipient=self.get_object(), **serializer.validated_data)
         return Response(RecipientUpdateOutput(recipient, context={"new_push_secret": secret}).data)
 
-    @extend_schema(responses={204: None})
-    def destroy(self, request, recipient_id=None):
-        services.recipient_delete(recipient=self.get_object())
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def perform_destroy(self, instance):
+        services.recipient_delete(recipient=instance)  # erases its inbox and ends its tokens and streams
 
 
 class NoPushEndpoint(APIException):
@@ -215,6 +230,8 @@ class NoPushEndpoint(APIException):
 class PushSecretRotateView(APIView):
     """A new signing secret for the recipient's push endpoint; the previous one keeps signing beside it
     for WEBHOOK_SECRET_GRACE_SECONDS (both signatures are sent), so the receiver can switch at leisure."""
+
+    # Hand-written: an action on a recipient that answers the new secret, not the recipient.
 
     @extend_schema(request=None, responses={
         200: PushSecretOutput,

@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 
 from campaigns.models import Campaign, CampaignStatus
-from delivery.broker import broker_reachable
-from delivery.models import DeadLetter, DeadLetterStatus, OutboxEvent
+from core.broker import broker_reachable
+from core.models import DeadLetter, DeadLetterStatus, OutboxEvent
 
 
 @require_GET

@@ -10,7 +10,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 
-from notifications_project.permissions import InboxAccess
+from inbox.permissions import InboxAccess
 
 
 def _error(description: str) -> OpenApiResponse:
@@ -53,7 +53,7 @@ class ApiAutoSchema(AutoSchema):
 class RecipientTokenScheme(OpenApiAuthenticationExtension):
     """`Authorization: Bearer <recipient token>`: one recipient's own inbox, read state and preferences."""
 
-    target_class = "notifications_project.recipient_tokens.RecipientTokenAuthentication"
+    target_class = "inbox.authentication.RecipientTokenAuthentication"
     name = "recipientToken"
 
     def get_security_requirement(self, auto_schema):

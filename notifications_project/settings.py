@@ -106,6 +106,26 @@ RELAY_EMBEDDED = _setting("RELAY_EMBEDDED", _strict_bool, default=True)
 RELAY_RETENTION_SECONDS = _setting("RELAY_RETENTION_SECONDS", env.int, default=900, check=_positive)
 RELAY_LOSS_CHECK_SECONDS = _setting("RELAY_LOSS_CHECK_SECONDS", env.float, default=5.0, check=_positive)
 
+# --- The scheduler (core/scheduler.py) ---------------------------------------------------------
+# Moves the clock that decides when waiting work is due, for this process: development and tests only.
+# Refused unless DEBUG: the times it moves (due sends, leases) are read by every worker, not only this one.
+CLOCK_OFFSET_SECONDS = _setting("CLOCK_OFFSET_SECONDS", env.float, default=0.0)
+if CLOCK_OFFSET_SECONDS and not DEBUG:
+    raise SystemExit("Configuration error: CLOCK_OFFSET_SECONDS moves the scheduler's clock for development and "
+                     "tests only; it needs DEBUG=true (every worker reads the times it writes).")
+# How often a worker looks for due items when nothing woke it (new items wake it at once).
+SCHEDULER_POLL_SECONDS = _setting("SCHEDULER_POLL_SECONDS", env.float, default=0.5, check=_positive)
+
+# --- Retention (delivery.retention: a thread of run_worker, or `manage.py purge`) ------------------
+# Every RETENTION_PURGE_INTERVAL_SECONDS the worker deletes, RETENTION_PURGE_BATCH_SIZE rows per
+# statement: Idempotency-Keys older than 24 h, published outbox events older than
+# RELAY_RETENTION_SECONDS, channel deliveries `sent` more than RETENTION_CHANNEL_DELIVERY_DAYS ago and
+# dead letters discarded more than RETENTION_DEAD_LETTER_DAYS ago. The ledger is kept (see README).
+RETENTION_PURGE_INTERVAL_SECONDS = _setting("RETENTION_PURGE_INTERVAL_SECONDS", env.float, default=300.0, check=_positive)
+RETENTION_PURGE_BATCH_SIZE = _setting("RETENTION_PURGE_BATCH_SIZE", env.int, default=1000, check=_positive)
+RETENTION_CHANNEL_DELIVERY_DAYS = _setting("RETENTION_CHANNEL_DELIVERY_DAYS", env.float, default=7.0, check=_positive)
+RETENTION_DEAD_LETTER_DAYS = _setting("RETENTION_DEAD_LETTER_DAYS", env.float, default=30.0, check=_positive)
+
 # --- Channels, retries, dead letters -------------------------------------------------------------
 # Every notification goes to the in-app inbox; also to the recipient's push endpoint (or this gateway
 # when set) and to its email address.
@@ -119,7 +139,10 @@ WEBHOOK_ALLOW_PRIVATE_NETWORKS = _setting("WEBHOOK_ALLOW_PRIVATE_NETWORKS", _str
 # After a push secret is rotated, the old one still signs (beside the new one) this long.
 WEBHOOK_SECRET_GRACE_SECONDS = _setting("WEBHOOK_SECRET_GRACE_SECONDS", env.int, default=86400, check=lambda v: v >= 0)
 WEBHOOK_TIMEOUT_SECONDS = _setting("WEBHOOK_TIMEOUT_SECONDS", env.float, default=5.0, check=_positive)
-CHANNEL_SEND_CONCURRENCY = _setting("CHANNEL_SEND_CONCURRENCY", env.int, default=16, check=_positive)
+# Channel sends run off the poll loop, from the scheduler: this many at once per worker process, and
+# at most CHANNEL_HOST_CONCURRENCY of them to any one endpoint host (a slow host holds only its own).
+CHANNEL_SEND_CONCURRENCY = _setting("CHANNEL_SEND_CONCURRENCY", env.int, default=64, check=_positive)
+CHANNEL_HOST_CONCURRENCY = _setting("CHANNEL_HOST_CONCURRENCY", env.int, default=4, check=_positive)
 # A transient failure (timeout, connection error, HTTP 5xx or 429) is retried this many more times,
 # after base * factor**(n-1) seconds (with jitter); a permanent one is dead-lettered at once.
 RETRY_MAX_RETRIES = _setting("RETRY_MAX_RETRIES", env.int, default=3, check=lambda v: v >= 0)
@@ -133,6 +156,9 @@ FAILURE_GUARD_RATIO = _setting("FAILURE_GUARD_RATIO", env.float, default=0.95, c
 # Email: console in development; tests use a file backend; production smtp://user:password@host:587
 vars().update(_setting("EMAIL_URL", env.email_url, default="consolemail://"))
 DEFAULT_FROM_EMAIL = _setting("DEFAULT_FROM_EMAIL", env.str, default="notifications@localhost")
+# Seconds a mail server may take per operation (Django's default is none: a server that never answers
+# would hold a sender thread, and a worker stopping, for good). A timeout is a transient failure.
+EMAIL_TIMEOUT = _setting("EMAIL_TIMEOUT", env.float, default=10.0, check=_positive)
 
 # --- Operations -----------------------------------------------------------------------------------
 # Port on which run_worker / run_dispatcher / run_relay serve Prometheus metrics (0: off; or --metrics-port).
@@ -177,8 +203,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "corsheaders",
+    "django_filters",  # its templates: the browsable API's filter forms
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "core",
     "notifications_project",
     "inbox",
     "campaigns",
@@ -187,7 +215,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
-    "notifications_project.middleware.RequestBodyLimitMiddleware",
+    "core.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -245,17 +273,19 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = RECIPIENT_UPSERT_MAX_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
-        "notifications_project.recipient_tokens.RecipientTokenAuthentication",
+        "inbox.authentication.RecipientTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["notifications_project.permissions.IsServiceClientOrStaff"],
-    "DEFAULT_THROTTLE_CLASSES": ["notifications_project.throttling.TokenRateThrottle"],
+    "DEFAULT_PERMISSION_CLASSES": ["inbox.permissions.IsServiceClientOrStaff"],
+    "DEFAULT_THROTTLE_CLASSES": ["inbox.throttling.TokenRateThrottle"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Each list's query parameters are its view's `filterset_class` (django-filter), on `list` only.
+    "DEFAULT_FILTER_BACKENDS": ["core.filters.ListFilterBackend"],
 }
 
 SPECTACULAR_SETTINGS = {
@@ -263,7 +293,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Send user-to-user notifications and campaigns; read each recipient's inbox.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["notifications_project.permissions.IsServiceClientOrStaff"],
+    "SERVE_PERMISSIONS": ["inbox.permissions.IsServiceClientOrStaff"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
@@ -278,7 +308,9 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {
+    "loggers": {  # every package of ours (a test checks that none is missing)
+        "core": {"level": LOG_LEVEL},
+        "notifications_project": {"level": LOG_LEVEL},
         "delivery": {"level": LOG_LEVEL},
         "campaigns": {"level": LOG_LEVEL},
         "inbox": {"level": LOG_LEVEL},
@@ -290,15 +322,15 @@ LOGGING = {
 # Every JSON body is checked for what PostgreSQL and our encoders cannot carry (NUL, lone surrogates,
 # integers beyond 64 bits, nesting deeper than 32 levels): a 400 naming the field, before any view.
 REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
-    "notifications_project.api.StorableJSONParser",
+    "core.api.StorableJSONParser",
     "rest_framework.parsers.FormParser",
     "rest_framework.parsers.MultiPartParser",
 ]
 # Documents every answer of each operation (400/401/403/404/406/415/422/429) and the recipient-token scheme.
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "notifications_project.schema.ApiAutoSchema"
 # Path ids and query parameters follow the body rules on every route (400 naming them).
-MIDDLEWARE.insert(MIDDLEWARE.index("notifications_project.middleware.RequestBodyLimitMiddleware") + 1,
-                  "notifications_project.middleware.RequestInputMiddleware")
+MIDDLEWARE.insert(MIDDLEWARE.index("core.middleware.RequestBodyLimitMiddleware") + 1,
+                  "core.middleware.RequestInputMiddleware")
 
 # Production behind TLS (docker-compose.yml sets these; all off by default for plain-HTTP development).
 # SECURE_PROXY_SSL_HEADER names the header your TLS-terminating proxy sets to "https" (X-Forwarded-Proto);

@@ -4,9 +4,9 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from campaigns import views as campaign_views
+from core.api import api_not_found
 from inbox import views as inbox_views
 from notifications_project import operations
-from notifications_project.api import api_not_found
 from notifications_project.bench.bare import BareView
 
 urlpatterns = [
@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/", include("inbox.urls")),
     path("api/v1/", include("campaigns.urls")),
+    path("api/v1/", include("delivery.urls")),
     *([path("api/bench/bare/", BareView.as_view())] if settings.BENCH_ENDPOINTS else []),
     re_path(r"^api/", api_not_found),
     # The seeds' routes, so their curl lines work as they are (plus the Authorization header).

@@ -2,9 +2,9 @@ import pytest
 
 from campaigns.factories import CampaignFactory
 from campaigns.models import Campaign, CampaignStatus
-from delivery import broker
-from delivery.messages import CampaignCreated
-from delivery.models import OutboxEvent
+from core import broker
+from core.messages import CampaignCreated
+from core.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -66,6 +66,28 @@ def test_list_filters_by_status_and_kind_and_detail_shows_counts(service_client)
     assert {k: detail[k] for k in ("targeted", "delivered", "skipped", "failed")} == {
         "targeted": 3, "delivered": 2, "skipped": 1, "failed": 0,
     }
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ("status=done", '"done" is not a valid choice; valid choices: queued, dispatching, dispatched, completed, cancelled.'),
+    ("kind=promo", '"promo" is not a valid choice; valid choices: offer, alert, reminder.'),
+    ("kind=", '"" is not a valid choice; valid choices: offer, alert, reminder.'),
+])
+def test_an_unknown_filter_value_is_400_listing_the_valid_ones(service_client, query, says):
+    CampaignFactory()
+
+    response = service_client.get(f"/api/v1/campaigns/?{query}")
+
+    assert response.status_code == 400
+    assert response.json() == {query.partition("=")[0]: [says]}
+
+
+def test_query_parameters_do_not_filter_a_detail_route(service_client):
+    campaign = CampaignFactory(status=CampaignStatus.QUEUED)
+
+    assert service_client.get(f"/api/v1/campaigns/{campaign.id}/?status=completed").status_code == 200
+    assert service_client.get(f"/api/v1/campaigns/{campaign.id}/?status=done").status_code == 200
+    assert service_client.post(f"/api/v1/campaigns/{campaign.id}/cancel/?kind=alert").status_code == 200
 
 
 @pytest.mark.parametrize("status", [CampaignStatus.QUEUED, CampaignStatus.DISPATCHING, CampaignStatus.DISPATCHED])

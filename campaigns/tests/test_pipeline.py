@@ -83,6 +83,10 @@ def test_a_dispatcher_killed_mid_fan_out_and_restarted_leaves_no_recipient_twice
     stack.start("run_worker")
     # Small pages make the fan-out long enough to be killed in the middle of it.
     dispatcher = stack.start("run_dispatcher", env={"DISPATCHER_PAGE_SIZE": "50"})
+    # A first campaign through every process: once it completes, all three are consuming, so the
+    # worker delivers while the big fan-out is still producing (it takes about a second and a half).
+    warm_up = _create_campaign(service_client, {"type": "USER_IDS", "ids": ["r0"]})
+    wait_until(lambda: _completed(warm_up), timeout=60, what="warm-up campaign completed")
 
     campaign_id = _create_campaign(service_client, {"type": "ALL_USERS"})
     wait_until(lambda: Notification.objects.filter(campaign_id=campaign_id).exists(), what="first deliveries")

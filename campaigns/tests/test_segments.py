@@ -2,7 +2,14 @@
 
 import pytest
 
-from campaigns.segments import USER_IDS_MAX, AllUsers, Attribute, SegmentError, UserIds, segment_parse
+from campaigns.segments import (
+    USER_IDS_MAX,
+    AllUsers,
+    Attribute,
+    SegmentError,
+    UserIds,
+    segment_parse,
+)
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,10 @@ SQLite has no NOTIFY: there the relay polls.
 
 from django.db import migrations
 
-from notifications_project.migration_helpers import notify_after_insert
+from core.migration_helpers import notify_after_insert
+from core.outbox import NOTIFY_CHANNEL
 
 
 class Migration(migrations.Migration):
     dependencies = [("delivery", "0001_initial")]
-    operations = [notify_after_insert(table="delivery_outboxevent", channel="outbox_event")]
+    operations = [notify_after_insert(table="delivery_outboxevent", channel=NOTIFY_CHANNEL)]

@@ -3,9 +3,13 @@ from django.contrib.auth import get_user_model
 
 from campaigns.factories import CampaignFactory
 from campaigns.models import CampaignStatus
-from delivery import broker
-from delivery.messages import NotificationTask
-from delivery.models import ChannelDelivery, DeadLetter, DeadLetterStatus, OutboxEvent
+from core import clock
+from core.factories import DeadLetterFactory
+from core.messages import NotificationTask
+from core.models import DeadLetterStatus, OutboxEvent, ScheduledItem
+from delivery.factories import ChannelDeliveryFactory
+from delivery.models import ChannelDelivery
+from delivery.services import SEND
 
 pytestmark = pytest.mark.django_db
 
@@ -17,58 +21,50 @@ def staff_client(client):
     return client
 
 
-def _letter(**fields) -> DeadLetter:
-    defaults = {"reason": "retries exhausted", "original_topic": "notifications.send", "payload": b"{}"}
-    return DeadLetter.objects.create(**{**defaults, **fields})
-
-
 def test_dead_letter_list_counts_waiting_letters_by_reason(staff_client):
-    _letter(reason="invalid payload")
-    _letter(reason="invalid payload")
-    _letter(reason="permanent failure")
-    _letter(reason="permanent failure", status=DeadLetterStatus.DISCARDED)
+    DeadLetterFactory.create_batch(2, invalid_payload=True)
+    DeadLetterFactory(reason="permanent failure")
+    DeadLetterFactory(reason="permanent failure", status=DeadLetterStatus.DISCARDED)
 
-    response = staff_client.get("/admin/delivery/deadletter/?reason=invalid+payload")
+    response = staff_client.get("/admin/core/deadletter/?reason=invalid+payload")
 
     assert response.status_code == 200
     assert b"invalid payload: 2, permanent failure: 1" in response.content
 
 
 def test_replay_action_queues_the_channel_again_and_discard_resolves(staff_client):
-    ChannelDelivery.objects.create(notification_id="n1", channel="webhook", recipient_external_id="1", status="dead",
-                                   attempts=4)
-    replayed = _letter(notification_id="n1", channel="webhook", recipient_external_id="1")
-    discarded = _letter(notification_id="n2", channel="webhook")
+    ChannelDeliveryFactory(notification_id="n1", recipient_external_id="1", status="dead", attempts=4)
+    replayed = DeadLetterFactory(notification_id="n1", channel="webhook", recipient_external_id="1")
+    discarded = DeadLetterFactory(notification_id="n2", channel="webhook")
 
-    staff_client.post("/admin/delivery/deadletter/", {"action": "replay", "_selected_action": [replayed.id]})
-    staff_client.post("/admin/delivery/deadletter/", {"action": "discard", "_selected_action": [discarded.id]})
+    staff_client.post("/admin/core/deadletter/", {"action": "replay", "_selected_action": [replayed.id]})
+    staff_client.post("/admin/core/deadletter/", {"action": "discard", "_selected_action": [discarded.id]})
 
     replayed.refresh_from_db()
     discarded.refresh_from_db()
     assert (replayed.status, discarded.status) == (DeadLetterStatus.REPLAYED, DeadLetterStatus.DISCARDED)
     channel = ChannelDelivery.objects.get(notification_id="n1")
     assert (channel.status, channel.attempts) == ("retrying", 0)
-    [event] = OutboxEvent.objects.all()
-    assert event.topic == broker.NOTIFICATIONS_RETRY
+    [item] = ScheduledItem.objects.all()  # the sender sends it when due: now
+    assert (item.kind, item.payload, item.due_at <= clock.now()) == (SEND, {"channel_delivery": channel.id}, True)
 
 
 def test_replaying_a_send_that_was_delivered_meanwhile_sends_nothing(staff_client):
-    ChannelDelivery.objects.create(notification_id="n1", channel="webhook", recipient_external_id="1", status="sent",
-                                   attempts=2)
-    letter = _letter(notification_id="n1", channel="webhook", recipient_external_id="1")
+    ChannelDeliveryFactory(notification_id="n1", recipient_external_id="1", status="sent", attempts=2)
+    letter = DeadLetterFactory(notification_id="n1", channel="webhook", recipient_external_id="1")
 
-    staff_client.post("/admin/delivery/deadletter/", {"action": "replay", "_selected_action": [letter.id]})
+    staff_client.post("/admin/core/deadletter/", {"action": "replay", "_selected_action": [letter.id]})
 
-    assert OutboxEvent.objects.count() == 0
+    assert OutboxEvent.objects.count() == 0 and not ScheduledItem.objects.exists()
     assert ChannelDelivery.objects.get(notification_id="n1").status == "sent"
 
 
 def test_replaying_an_invalid_payload_republishes_it_to_its_topic(staff_client, settings):
     task = NotificationTask(notification_id="x", recipient="1", kind="like", message="m", created_at="2026-01-01T00:00:00+00:00")
-    letter = _letter(reason="invalid payload", original_topic=f"{settings.KAFKA_TOPIC_PREFIX}notifications.send",
+    letter = DeadLetterFactory(invalid_payload=True, original_topic=f"{settings.KAFKA_TOPIC_PREFIX}notifications.send",
                      recipient_external_id="1", payload=task.encode())
 
-    staff_client.post("/admin/delivery/deadletter/", {"action": "replay", "_selected_action": [letter.id]})
+    staff_client.post("/admin/core/deadletter/", {"action": "replay", "_selected_action": [letter.id]})
 
     [event] = OutboxEvent.objects.all()
     assert (event.topic, bytes(event.payload)) == ("notifications.send", task.encode())
@@ -87,6 +83,6 @@ def test_campaign_admin_cancel_action(staff_client):
 
 
 @pytest.mark.parametrize("page", ["inbox/recipient", "inbox/notification", "delivery/delivery", "delivery/channeldelivery",
-                                  "delivery/outboxevent", "campaigns/campaign", "delivery/deadletter"])
+                                  "core/outboxevent", "campaigns/campaign", "core/deadletter"])
 def test_admin_pages_load(staff_client, page):
     assert staff_client.get(f"/admin/{page}/").status_code == 200

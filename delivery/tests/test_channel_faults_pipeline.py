@@ -10,10 +10,11 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from conftest import TEST_PUSH_GATEWAY_SECRET, wait_until
-from delivery import broker
+from core import broker
+from core.messages import NotificationTask
+from core.models import DeadLetter
 from delivery.channels import header_value
-from delivery.messages import NotificationTask
-from delivery.models import ChannelDelivery, DeadLetter
+from delivery.models import ChannelDelivery
 from inbox.models import Notification, Recipient
 
 pytestmark = pytest.mark.pipeline

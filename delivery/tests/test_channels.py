@@ -2,22 +2,31 @@
 
 import random
 import smtplib
+from datetime import datetime, timezone
 
 import pytest
 from django.core import mail
 
-from delivery.channels import EmailChannel, Outgoing, PermanentChannelError, TransientChannelError, WebhookChannel
-from delivery.devbroker import free_port
-from delivery.services import retry_delay
+from core.devbroker import free_port
+from core.failures import backoff_delay
+from core.messages import NotificationContent
+from delivery.channels import (
+    EmailChannel,
+    Outgoing,
+    PermanentChannelError,
+    TransientChannelError,
+    WebhookChannel,
+)
 from delivery.worker import FailureGuard
-
 
 SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 
 
-def _outgoing(**changes) -> Outgoing:
-    return Outgoing(**{"notification_id": "n-1", "recipient": "1", "kind": "like", "message": "Tito liked your post",
-                       "email": "tito@example.com", "push_secrets": (SECRET,), **changes})
+def _outgoing(*, title: str = "", message: str = "Tito liked your post", **changes) -> Outgoing:
+    content = NotificationContent(kind="like", sender="2", title=title, message=message, data={}, campaign_id=None,
+                                  created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    return Outgoing(**{"notification_id": "n-1", "recipient": "1", "content": content, "email": "tito@example.com",
+                       "push_secrets": (SECRET,), **changes})
 
 
 @pytest.mark.parametrize(("path", "error"), [
@@ -91,7 +100,7 @@ def test_email_failures_are_classified(settings, error, expected):
 
 def test_backoff_doubles_from_the_base_with_jitter():
     rng = random.Random(7)
-    delays = [retry_delay(attempt=n, base=1.0, factor=2.0, rng=rng) for n in (1, 2, 3)]
+    delays = [backoff_delay(attempt=n, first=1.0, factor=2.0, rng=rng) for n in (1, 2, 3)]
 
     for delay, nominal in zip(delays, (1, 2, 4)):
         assert 0.8 * nominal <= delay <= 1.2 * nominal
@@ -118,3 +127,30 @@ def test_failure_guard_trips_when_nearly_every_outcome_failed():
 
     assert guard.observe(failures=1, successes=0, last_error="HTTP 503 from gateway")
     assert "10 of the last 10" in guard.message and "HTTP 503 from gateway" in guard.message
+
+
+def test_a_mail_server_that_never_answers_is_a_transient_failure_within_email_timeout(settings):
+    """Django's SMTP backend waits forever by default: a silent server would hold a sender thread."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts the connection, never says a word
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", silent.getsockname()[1]
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_TIMEOUT = 0.5
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientChannelError, match="(?i)timed out|timeout"):
+            EmailChannel().send(_outgoing())
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 5
+
+
+def test_email_timeout_is_set_by_default():
+    from django.conf import settings
+
+    assert settings.EMAIL_TIMEOUT and settings.EMAIL_TIMEOUT <= 30

@@ -3,14 +3,14 @@
 import uuid
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from conftest import wait_until
-from delivery import broker
-from delivery.messages import NotificationTask
-from delivery.models import Delivery, DeliveryOutcome, OutboxEvent
+from core import broker
+from core.messages import NotificationTask
+from core.models import OutboxEvent
+from core.testing import group_committed, records_produce, topic_read
+from delivery.models import Delivery, DeliveryOutcome
 from inbox.models import Notification, Recipient
 
 pytestmark = pytest.mark.pipeline
@@ -31,14 +31,6 @@ def _task(recipient: str, message: str = "hello", notification_id: str | None = 
         message=message,
         created_at=timezone.now().isoformat(),
     )
-
-
-def _produce(*payloads: tuple[str, bytes]) -> None:
-    producer = broker.producer_create()
-    for key, value in payloads:
-        producer.send(broker.topic_name(broker.NOTIFICATIONS_SEND), key=key.encode(), value=value)
-    producer.flush(timeout=10)
-    producer.close()
 
 
 def _inbox_messages(client, recipient: str) -> list[str]:
@@ -66,7 +58,7 @@ def test_the_same_task_twice_leaves_one_inbox_row(stack):
     task = _task("7", "once")
     sentinel = _task("7", "sentinel")  # same key, same partition: consumed after both copies
 
-    _produce(("7", task.encode()), ("7", task.encode()), ("7", sentinel.encode()))
+    records_produce(("7", task.encode()), ("7", task.encode()), ("7", sentinel.encode()))
 
     wait_until(lambda: Notification.objects.filter(notification_id=sentinel.notification_id).exists(), what="sentinel")
     assert Notification.objects.filter(notification_id=task.notification_id).count() == 1
@@ -76,12 +68,12 @@ def test_the_same_task_twice_leaves_one_inbox_row(stack):
 def test_a_restarted_worker_does_not_deliver_again(stack):
     worker = stack.start("run_worker")
     task = _task("8", "before restart")
-    _produce(("8", task.encode()))
+    records_produce(("8", task.encode()))
     wait_until(lambda: Notification.objects.filter(notification_id=task.notification_id).exists(), what="first delivery")
     assert stack.stop(worker) == 0
 
     sentinel = _task("8", "after restart")
-    _produce(("8", task.encode()), ("8", sentinel.encode()))
+    records_produce(("8", task.encode()), ("8", sentinel.encode()))
     stack.start("run_worker")
 
     wait_until(lambda: Notification.objects.filter(notification_id=sentinel.notification_id).exists(), what="sentinel")
@@ -94,14 +86,14 @@ def test_a_restarted_worker_does_not_deliver_again(stack):
 def test_a_worker_of_a_new_group_replaying_the_topic_delivers_nothing_twice(stack):
     stack.start("run_worker")
     tasks = [_task(str(100 + i % 5), f"m{i}") for i in range(50)]
-    _produce(*((t.recipient, t.encode()) for t in tasks))
+    records_produce(*((t.recipient, t.encode()) for t in tasks))
     wait_until(lambda: Notification.objects.count() == 50, what="50 deliveries")
     stack.stop_all()
 
     # A second worker whose group has no committed offsets reads the whole topic again.
     stack.start("run_worker", "--group", "replay-workers")
     sentinel = _task("100", "sentinel")
-    _produce(("100", sentinel.encode()))
+    records_produce(("100", sentinel.encode()))
 
     wait_until(lambda: Notification.objects.filter(notification_id=sentinel.notification_id).exists(), what="sentinel")
     assert Notification.objects.count() == 51
@@ -116,34 +108,21 @@ def test_bad_input_puts_no_record_on_the_topic(stack, service_client):
         assert service_client.post("/api/v1/notifications/", {**VALID, **change}, format="json").status_code == 400
     sentinel = service_client.post("/api/v1/notifications/", VALID, format="json").json()["id"]
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, enable_auto_commit=False)
-    topic = broker.topic_name(broker.NOTIFICATIONS_SEND)
-    consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
-    consumer.seek_to_beginning()
-    seen: list[NotificationTask] = []
-
-    def sentinel_seen():
-        for records in consumer.poll(timeout_ms=200).values():
-            seen.extend(NotificationTask.decode(r.value) for r in records)
-        return any(t.notification_id == sentinel for t in seen)
-
-    wait_until(sentinel_seen, what="the valid notification on the topic")
-    consumer.close()
+    records = topic_read(broker.NOTIFICATIONS_SEND, until=lambda seen: any(
+        NotificationTask.decode(r.value).notification_id == sentinel for r in seen))
+    seen = [NotificationTask.decode(r.value) for r in records]
     assert [t.notification_id for t in seen] == [sentinel]
 
 
 def test_sigterm_finishes_and_commits_the_batch_in_hand(stack):
     worker = stack.start("run_worker", "--batch-size", "100")
     tasks = [_task(str(i % 7), f"m{i}") for i in range(3000)]
-    _produce(*((t.recipient, t.encode()) for t in tasks))
+    records_produce(*((t.recipient, t.encode()) for t in tasks))
     wait_until(lambda: Notification.objects.exists(), what="the first deliveries")
 
     assert stack.stop(worker) == 0
     delivered_at_stop = Notification.objects.count()
-    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
-    group = broker.group_name(broker.WORKER_GROUP)
-    committed = admin.list_group_offsets(group)[group]
-    admin.close()
+    committed = group_committed(broker.WORKER_GROUP)
     # Every record whose row was written was committed, and nothing beyond: the batch in hand was
     # finished and its offsets committed before the process left the group.
     assert 0 < delivered_at_stop == sum(meta.offset for meta in committed.values())

@@ -8,20 +8,20 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import Count
 from django.utils import timezone
-from kafka import KafkaConsumer, TopicPartition
 
 from conftest import stack_env, wait_until
-from delivery import broker
-from delivery.devbroker import DevBroker
-from delivery.messages import NotificationTask
-from delivery.models import ChannelDelivery, DeadLetter, DeadLetterStatus, Delivery
+from core import broker
+from core.devbroker import DevBroker
+from core.messages import NotificationTask
+from core.models import DeadLetter, DeadLetterStatus
+from core.processes import ProcessGroup
+from core.testing import records_produce, topic_read
+from delivery.models import ChannelDelivery, Delivery
 from delivery.services import dead_letter_replay
 from inbox.models import Notification, Recipient
-from notifications_project.processes import ProcessGroup
 
 pytestmark = pytest.mark.pipeline
 
@@ -31,31 +31,6 @@ def _task(recipient: str, message: str = "hello") -> NotificationTask:
         notification_id=str(uuid.uuid4()), recipient=recipient, kind="like", sender="someone", message=message,
         created_at=timezone.now().isoformat(),
     )
-
-
-def _produce(*records: tuple[str, bytes], topic: str = broker.NOTIFICATIONS_SEND) -> None:
-    producer = broker.producer_create()
-    for key, value in records:
-        producer.send(broker.topic_name(topic), key=key.encode(), value=value)
-    producer.flush(timeout=30)
-    producer.close()
-
-
-def _read_topic(logical: str, *, expect: int) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, enable_auto_commit=False)
-    topic = broker.topic_name(logical)
-    consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
-    consumer.seek_to_beginning()
-    seen: list = []
-
-    def enough():
-        for records in consumer.poll(timeout_ms=200).values():
-            seen.extend(records)
-        return len(seen) >= expect
-
-    wait_until(enough, what=f"{expect} records on {topic}")
-    consumer.close()
-    return seen
 
 
 def _channel(notification_id: str) -> ChannelDelivery:
@@ -97,7 +72,7 @@ def test_webhook_retries_off_the_partition_then_dead_letters(stack, service_clie
     # Every notification is in its in-app inbox exactly once, whatever its webhook did.
     assert Notification.objects.count() == 33 == Delivery.objects.count()
 
-    dlq = {dict(r.headers)[("notification_id")].decode(): dict(r.headers) for r in _read_topic(broker.NOTIFICATIONS_DLQ, expect=2)}
+    dlq = {dict(r.headers)[("notification_id")].decode(): dict(r.headers) for r in topic_read(broker.NOTIFICATIONS_DLQ, until=lambda seen: len(seen) >= 2)}
     assert set(dlq) == {ids["down"], ids["bad"]}
     assert dlq[ids["down"]]["reason"] == b"retries exhausted" and dlq[ids["down"]]["attempts"] == b"4"
     assert dlq[ids["down"]]["original_topic"] == broker.topic_name(broker.NOTIFICATIONS_SEND).encode()
@@ -114,14 +89,14 @@ def test_poison_records_are_dead_lettered_and_the_records_after_them_delivered(s
         b'{"v": 1, "id": "big", "recipient": "7", "kind": "like", "message": "' + b"x" * (1024 * 1024) + b'"}',
     ]
 
-    _produce(*(("7", p) for p in poison), ("7", good.encode()))
+    records_produce(*(("7", p) for p in poison), ("7", good.encode()))
 
     wait_until(lambda: Notification.objects.filter(notification_id=good.notification_id).exists(), what="the good record")
     letters = DeadLetter.objects.filter(reason="invalid payload").order_by("original_offset")
     assert [bytes(letter.payload)[:20] for letter in letters] == [p[:20] for p in poison]
     assert {letter.original_topic for letter in letters} == {broker.topic_name(broker.NOTIFICATIONS_SEND)}
     assert worker.poll() is None
-    assert len(_read_topic(broker.NOTIFICATIONS_DLQ, expect=4)) == 4
+    assert len(topic_read(broker.NOTIFICATIONS_DLQ, until=lambda seen: len(seen) >= 4)) == 4
 
 
 def test_replay_of_dead_letters_delivered_and_undelivered(stack, service_client, webhook_receiver):
@@ -143,7 +118,7 @@ def test_replay_of_dead_letters_delivered_and_undelivered(stack, service_client,
 
     # Records an older worker rejected: one whose notification was delivered meanwhile, one not.
     delivered, undelivered = _task("9", "delivered meanwhile"), _task("9", "never delivered")
-    _produce(("9", delivered.encode()))
+    records_produce(("9", delivered.encode()))
     wait_until(lambda: Notification.objects.filter(notification_id=delivered.notification_id).exists(), what="delivery")
     for task in (delivered, undelivered):
         DeadLetter.objects.create(reason="invalid payload", original_topic=broker.topic_name(broker.NOTIFICATIONS_SEND),
@@ -159,7 +134,7 @@ def test_replay_of_dead_letters_delivered_and_undelivered(stack, service_client,
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(stack):
     total, kills = 20_000, 5
     tasks = [_task(f"u{i % 500}", f"m{i}") for i in range(total)]
-    _produce(*((t.recipient, t.encode()) for t in tasks))
+    records_produce(*((t.recipient, t.encode()) for t in tasks))
     thresholds = sorted(random.sample(range(1_000, total - 1_000), kills))
 
     worker = stack.start("run_worker", "--batch-size", "500")
@@ -170,7 +145,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(stack):
 
     wait_until(lambda: Notification.objects.count() >= total, timeout=120, what=f"{total} rows")
     sentinel = _task("u1", "sentinel")
-    _produce(("u1", sentinel.encode()))
+    records_produce(("u1", sentinel.encode()))
     wait_until(lambda: Notification.objects.filter(notification_id=sentinel.notification_id).exists(), what="sentinel")
     assert Notification.objects.count() == total + 1
     assert not Notification.objects.values("notification_id").annotate(n=Count("id")).filter(n__gt=1).exists()
@@ -224,7 +199,7 @@ def _count_surviving_restart(queryset) -> int:
 def test_postgresql_restarted_during_delivery_loses_nothing_and_dead_letters_nothing(stack, service_client):
     total = 10_000
     tasks = [_task(f"p{i % 100}", f"m{i}") for i in range(total)]
-    _produce(*((t.recipient, t.encode()) for t in tasks))
+    records_produce(*((t.recipient, t.encode()) for t in tasks))
     relay = stack.start("run_relay")
     worker = stack.start("run_worker", "--batch-size", "200")
     wait_until(lambda: Notification.objects.count() >= 1_000, what="deliveries under way")
@@ -278,7 +253,7 @@ def test_sigterm_mid_fan_out_exits_0_and_the_fan_out_is_redone(stack, service_cl
 
 def test_failure_guard_stops_the_worker_instead_of_draining_into_the_dlq(stack, webhook_receiver):
     Recipient.objects.bulk_create([Recipient(external_id=f"g{i}") for i in range(400)])
-    _produce(*((f"g{i}", _task(f"g{i}").encode()) for i in range(400)))
+    records_produce(*((f"g{i}", _task(f"g{i}").encode()) for i in range(400)))
 
     worker = stack.start("run_worker", "--batch-size", "20", env={
         "PUSH_GATEWAY_URL": f"{webhook_receiver.url}/bad", "FAILURE_GUARD_WINDOW": "50",

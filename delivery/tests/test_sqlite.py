@@ -10,7 +10,7 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 SCRIPT = """
 from django.utils import timezone
 from campaigns.models import Campaign
-from delivery.messages import NotificationTask
+from core.messages import NotificationTask
 from delivery.models import Delivery
 from delivery.services import deliveries_settle
 from inbox.models import Notification, Recipient
@@ -49,9 +49,8 @@ def test_on_sqlite_only_the_worker_relays_and_a_notification_is_delivered(kafka,
     """One machine, one SQLite file: the worker relays the outbox, the dispatcher does not (no lock there)."""
     import sqlite3
 
-
     from conftest import wait_until
-    from notifications_project.processes import ProcessGroup
+    from core.processes import ProcessGroup
 
     database = tmp_path / "dev.sqlite3"
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "ENV_FILE": "/dev/null",

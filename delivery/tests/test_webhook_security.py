@@ -5,6 +5,7 @@ import smtplib
 import socket
 import ssl
 import threading
+from datetime import datetime, timezone
 from urllib.parse import unquote
 
 import orjson
@@ -15,6 +16,8 @@ from django.core import mail
 from django.core.mail import BadHeaderError
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from core.messages import NotificationContent
+from core.webhook_targets import TargetRefused, address_refusal, target_resolve
 from delivery import channels
 from delivery.channels import (
     EmailChannel,
@@ -26,7 +29,6 @@ from delivery.channels import (
     header_value,
     single_line,
 )
-from delivery.webhook_targets import TargetRefused, address_refusal, target_resolve
 
 SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 OLD_SECRET = "whsec_SGVsbG8gd29ybGQgdGhpcyBpcyBvbGQ="
@@ -64,9 +66,11 @@ INWARD = [
 ]
 
 
-def _outgoing(**changes) -> Outgoing:
-    return Outgoing(**{"notification_id": "n-1", "recipient": "1", "kind": "like", "message": "Tito liked your post",
-                       "email": "tito@example.com", "push_secrets": (SECRET,), **changes})
+def _outgoing(*, title: str = "", message: str = "Tito liked your post", **changes) -> Outgoing:
+    content = NotificationContent(kind="like", sender="2", title=title, message=message, data={}, campaign_id=None,
+                                  created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    return Outgoing(**{"notification_id": "n-1", "recipient": "1", "content": content, "email": "tito@example.com",
+                       "push_secrets": (SECRET,), **changes})
 
 
 class Listener:
@@ -496,17 +500,17 @@ def test_channels_module_exports_the_classes_the_worker_catches():
     ({"WEBHOOK_SECRET_GRACE_SECONDS": "-1"}, "WEBHOOK_SECRET_GRACE_SECONDS"),
 ])
 def test_webhook_settings_are_checked_at_start(changes, named):
-    from notifications_project.tests.test_configuration import _manage_check
+    from core.testing import manage_check
 
-    result = _manage_check(SECRET_KEY="a-long-enough-secret-key", **changes)
+    result = manage_check(SECRET_KEY="a-long-enough-secret-key", **changes)
 
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and named in lines[0], result.stderr
 
 
 def test_a_gateway_with_its_secret_passes_the_check():
-    from notifications_project.tests.test_configuration import _manage_check
+    from core.testing import manage_check
 
-    result = _manage_check(SECRET_KEY="a-long-enough-secret-key", PUSH_GATEWAY_URL="https://gateway.example.com/",
+    result = manage_check(SECRET_KEY="a-long-enough-secret-key", PUSH_GATEWAY_URL="https://gateway.example.com/",
                            PUSH_GATEWAY_SECRET=SECRET)
     assert result.returncode == 0, result.stderr

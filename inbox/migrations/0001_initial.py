@@ -9,9 +9,9 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        ('campaigns', '0001_initial'),
-    ]
+    # Edited: the campaign was first a foreign key to campaigns (a layer above); it is the plain bigint
+    # column that later migrations made of it (no constraint, no index), so existing databases match.
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
@@ -38,7 +38,7 @@ class Migration(migrations.Migration):
                 ('data', models.JSONField(blank=True, default=dict)),
                 ('created_at', models.DateTimeField(help_text='When the API accepted the notification.')),
                 ('delivered_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('campaign', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='campaigns.campaign')),
+                ('campaign_id', models.BigIntegerField(blank=True, null=True)),
                 ('recipient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='notifications', to='inbox.recipient')),
             ],
             options={

@@ -5,9 +5,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from delivery import broker
-from delivery.messages import NotificationTask
-from delivery.models import OutboxEvent
+from core import broker
+from core.messages import NotificationTask
+from core.models import OutboxEvent
 from inbox.factories import NotificationFactory, RecipientFactory
 
 pytestmark = pytest.mark.django_db

@@ -6,8 +6,8 @@ import json
 import pytest
 from django.test import Client
 
+from inbox.authentication import recipient_token_issue
 from inbox.factories import NotificationFactory, RecipientFactory
-from notifications_project.recipient_tokens import recipient_token_issue
 
 pytestmark = pytest.mark.django_db
 
@@ -113,9 +113,9 @@ def test_no_origin_is_allowed_by_default(bob, settings):
     ("SSE_MAX_STREAMS_PER_PROCESS", "many"),
 ])
 def test_malformed_stream_and_cors_settings_stop_with_one_line_naming_them(variable, value):
-    from notifications_project.tests.test_configuration import _manage_check
+    from core.testing import manage_check
 
-    result = _manage_check(SECRET_KEY="a-long-enough-secret-key", **{variable: value})
+    result = manage_check(SECRET_KEY="a-long-enough-secret-key", **{variable: value})
 
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()

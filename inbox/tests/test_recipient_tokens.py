@@ -4,9 +4,9 @@ service revokes them. No route reached with a recipient token creates a recipien
 import pytest
 from rest_framework.test import APIClient
 
+from inbox.authentication import recipient_token_issue, recipient_token_read
 from inbox.factories import NotificationFactory, RecipientFactory
 from inbox.models import Preference, Recipient
-from notifications_project.recipient_tokens import recipient_token_issue, recipient_token_read
 
 pytestmark = pytest.mark.django_db
 
@@ -105,7 +105,7 @@ def test_preferences_set_for_a_recipient_token_never_create_the_recipient():
 def test_tokens_without_a_key_and_generation_are_401(bob, payload):
     from django.core import signing
 
-    from notifications_project.recipient_tokens import SALT
+    from inbox.authentication import SALT
 
     response = _bearer(signing.dumps(payload, salt=SALT, compress=True)).get(INBOX)
 
@@ -125,7 +125,7 @@ def test_checking_a_token_costs_one_indexed_query(bob, django_assert_num_queries
 def test_a_token_does_not_show_the_recipients_key(bob):
     from django.core import signing
 
-    from notifications_project.recipient_tokens import SALT
+    from inbox.authentication import SALT
 
     payload = signing.loads(recipient_token_issue(recipient_id="bob")[0], salt=SALT)
 
@@ -135,7 +135,7 @@ def test_a_token_does_not_show_the_recipients_key(bob):
 def test_a_token_of_another_generation_is_401(bob):
     from django.core import signing
 
-    from notifications_project.recipient_tokens import SALT
+    from inbox.authentication import SALT
 
     other = signing.dumps({"r": "bob", "g": "0" * 24, "exp": 4_000_000_000, "n": "x"}, salt=SALT, compress=True)
 

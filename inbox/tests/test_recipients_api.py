@@ -63,6 +63,44 @@ def test_list_filters_and_paginates_by_cursor(service_client):
     assert [r["id"] for r in first_page["results"] + second_page["results"]] == ["c", "b", "a"]
 
 
+def test_list_filters_email_case_insensitively_and_attributes_by_json_equality(service_client):
+    RecipientFactory(external_id="a", email="Ana@Example.com", attributes={"age": 5, "tags": ["x"]})
+    RecipientFactory(external_id="b", email="bo@example.com", attributes={"age": "5"})
+
+    def ids(query):
+        response = service_client.get(f"/api/v1/recipients/?{query}")
+        assert response.status_code == 200, response.json()
+        return {r["id"] for r in response.json()["results"]}
+
+    assert ids("email=ana@example.COM") == {"a"}
+    assert ids("email=&locale=") == {"a", "b"}  # empty: no filter
+    assert ids("attributes.age=5") == {"b"}  # the string "5", not the number 5
+    assert ids("attributes.age=5&email=bo@example.com") == {"b"}
+    assert ids("attributes.missing=") == set()
+
+
+@pytest.mark.parametrize("name", [
+    "country__startswith", "country__isnull", "country__contains", "country__gt", "country')) OR 1=1 --",
+    "country\" OR 1=1 --", "", "__class__",
+])
+def test_attribute_names_are_keys_never_lookups_or_sql(service_client, name):
+    RecipientFactory(external_id="a", attributes={"country": "DE"})
+    RecipientFactory(external_id="b", attributes={name: "DE"})
+
+    response = service_client.get("/api/v1/recipients/", {f"attributes.{name}": "DE"})
+
+    assert response.status_code == 200
+    assert [r["id"] for r in response.json()["results"]] == ["b"]  # the key named so, nothing else
+
+
+def test_query_parameters_do_not_filter_a_detail_route(service_client):
+    RecipientFactory(external_id="9", email="nine@example.com", locale="de")
+
+    assert service_client.get("/api/v1/recipients/9/?email=other@example.com&locale=fr").status_code == 200
+    assert service_client.delete("/api/v1/recipients/9/?attributes.x=y").status_code == 204
+    assert not Recipient.objects.filter(external_id="9").exists()
+
+
 def test_get_patch_and_delete_one_recipient(service_client):
     RecipientFactory(external_id="user@example.com", email="old@example.com")
 

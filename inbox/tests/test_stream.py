@@ -6,9 +6,9 @@ import pytest
 import urllib3
 
 from conftest import wait_until
-from delivery.devbroker import free_port, port_open
-from notifications_project.bench.sse_client import StreamReader
-from notifications_project.recipient_tokens import recipient_token_issue
+from core.devbroker import free_port, port_open
+from core.sse_client import StreamReader
+from inbox.authentication import recipient_token_issue
 
 pytestmark = pytest.mark.pipeline
 

@@ -15,11 +15,11 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from conftest import wait_until
-from delivery.devbroker import free_port, port_open
+from core.devbroker import free_port, port_open
+from core.processes import BASE_DIR
+from core.sse_client import StreamReader
+from inbox.authentication import recipient_token_issue
 from inbox.factories import NotificationFactory, RecipientFactory
-from notifications_project.bench.sse_client import StreamReader
-from notifications_project.processes import BASE_DIR
-from notifications_project.recipient_tokens import recipient_token_issue
 
 pytestmark = pytest.mark.pipeline
 

@@ -11,9 +11,14 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns.models import Campaign, CampaignStatus
-from delivery.raw_pipeline import raw_pipeline_rate
+from core.raw_pipeline import raw_pipeline_rate
 from inbox.models import Recipient
-from notifications_project.bench.harness import BenchEnvironment, MemorySampler, Result, wait_for
+from notifications_project.bench.harness import (
+    BenchEnvironment,
+    MemorySampler,
+    Result,
+    wait_for,
+)
 
 logger = logging.getLogger("bench")
 

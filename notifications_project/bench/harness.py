@@ -20,9 +20,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
 
-from delivery import broker
-from delivery.devbroker import DevBroker
-from notifications_project.processes import ProcessGroup, rss_bytes
+from core import broker
+from core.devbroker import DevBroker
+from core.processes import ProcessGroup, rss_bytes
 
 logger = logging.getLogger("bench")
 

@@ -83,6 +83,7 @@ def run(*, total: int, target_rows: int, samples: int) -> list[Result]:
         "newest page (50)": _timed(lambda: client.get(base), samples),
         "next page (cursor)": _timed(lambda: client.get(first_page["next"]), samples),
         "unread count": _timed(lambda: client.get(f"{base}unread-count/"), samples),
+        "unread count (limit 99)": _timed(lambda: client.get(f"{base}unread-count/?limit=99"), samples),
         "mark one read": _timed(lambda: client.post(f"{base}{next(marks)}/read/"), samples),
         "unread page (50)": _timed(lambda: client.get(f"{base}?unread=true"), samples),
     }

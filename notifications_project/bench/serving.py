@@ -12,11 +12,11 @@ import time
 
 import urllib3
 
-from delivery.devbroker import free_port, port_open
+from core.devbroker import free_port, port_open
+from core.sse_client import StreamReader
 from inbox.models import Notification
 from notifications_project.bench.fanout import bench_token
 from notifications_project.bench.harness import BenchEnvironment, Result, wait_for
-from notifications_project.bench.sse_client import StreamReader
 
 logger = logging.getLogger("bench")
 

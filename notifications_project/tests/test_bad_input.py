@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import pytest
 
 from campaigns.models import Campaign
-from delivery.models import OutboxEvent
+from core.models import OutboxEvent
 from inbox.models import Notification, Preference, Recipient
 
 pytestmark = pytest.mark.django_db

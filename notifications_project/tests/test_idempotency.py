@@ -7,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns.models import Campaign
-from delivery.models import OutboxEvent
+from core.models import OutboxEvent
 
 BODY = {"sender": "2", "recipient": "1", "kind": "like", "message": "hi"}
 

@@ -13,10 +13,10 @@ from django.utils import timezone
 from campaigns.factories import CampaignFactory
 from campaigns.models import CampaignStatus
 from conftest import wait_until
-from delivery import broker
-from delivery.devbroker import free_port
-from delivery.messages import NotificationTask
-from delivery.models import DeadLetter, OutboxEvent
+from core import broker
+from core.devbroker import free_port
+from core.messages import NotificationTask
+from core.factories import DeadLetterFactory, OutboxEventFactory
 from inbox.models import Recipient
 from notifications_project import operations
 
@@ -96,8 +96,8 @@ def test_metrics_needs_the_metrics_token(anonymous_client, service_client, setti
     assert anonymous_client.get("/metrics").status_code == 401
     assert service_client.get("/metrics").status_code == 401  # an API token is not the metrics token
 
-    OutboxEvent.objects.create(topic="notifications.send", key="1", payload=b"{}")
-    DeadLetter.objects.create(reason="invalid payload", original_topic="t", payload=b"")
+    OutboxEventFactory()
+    DeadLetterFactory(invalid_payload=True)
     CampaignFactory(status=CampaignStatus.DISPATCHING)
     body = anonymous_client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").content.decode()
 
@@ -150,7 +150,7 @@ def test_worker_metrics_count_delivered_retried_and_dead_lettered(stack, webhook
 @pytest.mark.pipeline
 def test_status_shows_workers_outbox_dead_letters_and_campaigns(stack):
     stack.start("run_worker")
-    DeadLetter.objects.create(reason="retries exhausted", original_topic="t", payload=b"")
+    DeadLetterFactory(reason="retries exhausted")
     CampaignFactory(title="Spring", status=CampaignStatus.DISPATCHED, targeted=10, delivered=4, skipped=1)
     wait_until(lambda: "polled" in _status(stack.env), timeout=30, what="the worker in the status")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from axes.models import AccessAttempt
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
-from axes.models import AccessAttempt
 
 from conftest import wait_until
 

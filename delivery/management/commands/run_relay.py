@@ -1,5 +1,6 @@
-from delivery.commands import PipelineCommand
-from delivery.outbox import relay_run
+from campaigns.services import campaigns_recover_lost_topics
+from core.commands import PipelineCommand
+from core.relay import relay_run
 
 
 class Command(PipelineCommand):
@@ -8,4 +9,4 @@ class Command(PipelineCommand):
 
     def handle(self, *args, heartbeat_file: str | None, metrics_port: int, **options):
         stop, heartbeat = self.pipeline_start(heartbeat_file=heartbeat_file, metrics_port=metrics_port)
-        relay_run(stop=stop, heartbeat=heartbeat)
+        relay_run(stop=stop, heartbeat=heartbeat, on_topics_lost=campaigns_recover_lost_topics)

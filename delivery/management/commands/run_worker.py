@@ -1,15 +1,11 @@
-import logging
-
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from delivery import broker
-from delivery.commands import PipelineCommand
-from delivery.consumer import BatchConsumer
-from delivery.messages import ChannelRetry, NotificationTask
-from delivery.worker import Worker
-
-logger = logging.getLogger("delivery.worker")
+from campaigns.services import campaigns_recover_lost_topics
+from core import broker
+from core.commands import PipelineCommand
+from delivery.retention import retention_start, retention_stop
+from delivery.worker import worker_run
 
 
 class Command(PipelineCommand):
@@ -24,26 +20,13 @@ class Command(PipelineCommand):
 
     def handle(self, *args, batch_size: int, group: str, heartbeat_file: str | None, metrics_port: int, **options):
         stop, heartbeat = self.pipeline_start(heartbeat_file=heartbeat_file, metrics_port=metrics_port)
-        worker = Worker(stop=stop)
-        relay = self.relay_start(stop=stop, sole_relay=True)
-        logger.info("worker: consuming %s and %s as group %s", broker.topic_name(broker.NOTIFICATIONS_SEND),
-                    broker.topic_name(broker.NOTIFICATIONS_RETRY), broker.group_name(group))
+        relay = self.relay_start(stop=stop, sole_relay=True, on_topics_lost=campaigns_recover_lost_topics)
+        purge = retention_start(stop=stop)  # a thread of its own: never holds up the poll loop
         try:
-            BatchConsumer(
-                name="worker",
-                decoders={broker.NOTIFICATIONS_SEND: NotificationTask.decode, broker.NOTIFICATIONS_RETRY: ChannelRetry.decode},
-                logical_group=group,
-                handle_batch=worker.handle_batch,
-                handle_invalid=worker.handle_invalid,
-                handle_failed=worker.handle_failed,
-                due_at=worker.due_at,
-                max_poll_records=batch_size,
-                stop=stop,
-                heartbeat=heartbeat,
-            ).run()
+            guard_message = worker_run(stop=stop, heartbeat=heartbeat, batch_size=batch_size, group=group)
         finally:
-            stop.set()  # the relay thread too, whatever ended the loop
-            worker.close()
+            stop.set()
             self.relay_stop(relay)
-        if worker.guard.message:
-            raise CommandError(worker.guard.message)
+            retention_stop(purge)
+        if guard_message:
+            raise CommandError(guard_message)

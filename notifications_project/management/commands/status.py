@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from delivery.broker import broker_reachable
-from delivery.models import ConsumerHeartbeat
+from core.broker import broker_reachable
+from core.models import ConsumerHeartbeat
 from notifications_project.operations import database_reachable, system_figures
 
 STALE_SECONDS = 30

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    """The bottom layer: transport (broker, topics, messages, outbox and relay, the consume loop) and the
+    helpers every app uses (database, fields, API plumbing, idempotency, dead letters)."""
+
+    name = "core"
+    verbose_name = "Transport and shared pieces"

@@ -1,0 +1,292 @@
+"""The messages on our topics: typed dataclasses, and their JSON encoding (schema version 1).
+
+Handlers receive these, never Kafka records.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import orjson
+from django.db import models
+
+SCHEMA_VERSION = 1
+# The ledger's and the directory's limits, checked when a record is read: records can come from any producer.
+NOTIFICATION_ID_MAX_LENGTH = 160
+RECIPIENT_ID_MAX_LENGTH = 128
+# A recipient (user) id: no white space, no "/" (it sits in URL paths).
+RECIPIENT_ID_REGEX = r"^[^\s/]{1,128}$"
+MAX_RETRY_DELAY_SECONDS = 86_400
+MAX_PAYLOAD_BYTES = 1024 * 1024
+# A dead-letter record keeps at most this much of the record it speaks of: under Apache Kafka's default
+# 1 MiB record limit with its headers, so that the dead-letter topic always takes it.
+DEAD_LETTER_PAYLOAD_BYTES = 512 * 1024
+
+
+class Kind(models.TextChoices):
+    """The built-in kinds of notification: the one list of them. A kind is stored as its string (a
+    CharField) and these choices are checked only where a client names a kind (the API), so kinds
+    that are not built in can be added later without touching stored rows."""
+
+    FOLLOW = "follow"
+    MENTION = "mention"
+    LIKE = "like"
+    CUSTOM = "custom"
+    OFFER = "offer"
+    ALERT = "alert"
+    REMINDER = "reminder"
+
+
+# The kinds a campaign can have; every other built-in kind is sent from one user to another.
+CAMPAIGN_KINDS: tuple[Kind, ...] = (Kind.OFFER, Kind.ALERT, Kind.REMINDER)
+USER_TO_USER_KINDS: tuple[Kind, ...] = tuple(k for k in Kind if k not in CAMPAIGN_KINDS)
+
+
+def kind_choices(kinds: tuple[Kind, ...]) -> list[tuple[str, str]]:
+    """Model or form choices for some of the kinds."""
+    return [(k.value, k.label) for k in kinds]
+
+
+class Channel(models.TextChoices):
+    """Where a notification reaches its recipient: the one list of channels. In-app is the inbox row
+    itself; the others are external (delivery/channels.py), each with its ledger row and retries."""
+
+    IN_APP = "in_app"
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+class InvalidPayload(ValueError):
+    """A record that is not a message of ours: not JSON, missing fields, unknown version, too large."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message, where it was read, and the record as it was (for its dead letter)."""
+
+    message: object
+    origin: Origin
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRecord:
+    origin: Origin
+    key: bytes | None
+    value: bytes | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationTask:
+    """Deliver one notification to one recipient (topic notifications.send, keyed by recipient).
+
+    A user-to-user task carries its content; a campaign task carries only the campaign id, and the
+    worker reads the content from the campaign (a million tasks need not carry a million bodies).
+    """
+
+    notification_id: str
+    recipient: str
+    campaign_id: int | None = None
+    kind: str = ""
+    sender: str = ""
+    message: str = ""
+    data: dict = field(default_factory=dict)
+    created_at: str = ""  # ISO 8601, when the API accepted it (user-to-user tasks)
+
+    def encode(self) -> bytes:
+        if self.campaign_id is not None:
+            body = {"v": SCHEMA_VERSION, "id": self.notification_id, "recipient": self.recipient, "campaign": self.campaign_id}
+        else:
+            body = {
+                "v": SCHEMA_VERSION,
+                "id": self.notification_id,
+                "recipient": self.recipient,
+                "kind": self.kind,
+                "sender": self.sender,
+                "message": self.message,
+                "data": self.data,
+                "created_at": self.created_at,
+            }
+        return orjson.dumps(body)
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> NotificationTask:
+        body = _decode_json_object(raw)
+        try:
+            notification_id, recipient = body["id"], body["recipient"]
+            if not (isinstance(notification_id, str) and notification_id and isinstance(recipient, str) and recipient):
+                raise InvalidPayload("id and recipient must be non-empty strings")
+            if len(notification_id) > NOTIFICATION_ID_MAX_LENGTH or len(recipient) > RECIPIENT_ID_MAX_LENGTH:
+                raise InvalidPayload(f"id over {NOTIFICATION_ID_MAX_LENGTH} or recipient over "
+                                     f"{RECIPIENT_ID_MAX_LENGTH} characters")
+            if "campaign" in body:
+                campaign_id = _campaign_id(body["campaign"])
+                if notification_id != f"{campaign_id}:{recipient}":
+                    # Only the dispatcher makes campaign tasks, with this id: another would claim (and so
+                    # silently drop) the ledger entry of a recipient's real task.
+                    raise InvalidPayload("a campaign task's id must be <campaign id>:<recipient id>")
+                return cls(notification_id=notification_id, recipient=recipient, campaign_id=campaign_id)
+            task = cls(
+                notification_id=notification_id,
+                recipient=recipient,
+                kind=body["kind"],
+                sender=body.get("sender", ""),
+                message=body["message"],
+                data=body.get("data") or {},
+                created_at=body["created_at"],
+            )
+        except KeyError as exc:
+            raise InvalidPayload(f"missing field {exc.args[0]!r}") from None
+        if not all(isinstance(v, str) for v in (task.kind, task.sender, task.message, task.created_at)):
+            raise InvalidPayload("kind, sender, message and created_at must be strings")
+        if not isinstance(task.data, dict):
+            raise InvalidPayload("data must be an object")
+        return task
+
+
+class CampaignLike(Protocol):
+    """What NotificationContent reads of a campaign (campaigns.models.Campaign, a layer above)."""
+
+    id: int
+    kind: str
+    title: str
+    body: str
+    data: dict
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationContent:
+    """What one notification says, whoever it goes to and by whichever channel: the inbox row's
+    content, the channels' payload and what a channel delivery stores for its retries.
+
+    `kind` is a plain string (a Kind value, or later one a service registers), not a Kind member.
+    """
+
+    kind: str
+    sender: str
+    title: str
+    message: str
+    data: dict
+    campaign_id: int | None
+    created_at: datetime  # when the API accepted it
+
+    @classmethod
+    def of_task(cls, task: NotificationTask) -> NotificationContent:
+        """The content a user-to-user task carries (a campaign task carries none: see of_campaign)."""
+        return cls(task.kind, task.sender, "", task.message, task.data, None, datetime.fromisoformat(task.created_at))
+
+    @classmethod
+    def of_campaign(cls, campaign: CampaignLike) -> NotificationContent:
+        return cls(campaign.kind, "", campaign.title, campaign.body, campaign.data, campaign.id, campaign.created_at)
+
+    def payload(self, *, notification_id: str, recipient: str) -> dict:
+        """The notification as the external channels send it (the webhook's JSON body) and as its
+        channel deliveries store it."""
+        return {
+            "id": notification_id, "recipient": recipient, "kind": self.kind, "sender": self.sender,
+            "title": self.title, "message": self.message, "data": self.data, "campaign": self.campaign_id,
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def of_payload(cls, payload: Mapping) -> NotificationContent:
+        """The content back from a payload (a stored channel delivery). Also reads the form stored
+        before the payload was (its campaign under "campaign_id")."""
+        return cls(
+            kind=payload["kind"], sender=payload.get("sender", ""), title=payload.get("title", ""),
+            message=payload["message"], data=payload.get("data") or {},
+            campaign_id=payload["campaign"] if "campaign" in payload else payload.get("campaign_id"),
+            created_at=datetime.fromisoformat(payload["created_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignCreated:
+    """A campaign was created: fan it out (topic offers.created, keyed by campaign id)."""
+
+    campaign_id: int
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"v": SCHEMA_VERSION, "type": "CampaignCreated", "campaign": self.campaign_id})
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> CampaignCreated:
+        body = _decode_json_object(raw)
+        if body.get("type") != "CampaignCreated":
+            raise InvalidPayload("not a CampaignCreated event")
+        return cls(campaign_id=_campaign_id(body.get("campaign")))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRetry:
+    """Attempt `attempt` (2, 3, ...) of one external channel send, not before `due_at` (epoch seconds).
+    Topic notifications.retry, keyed by recipient."""
+
+    notification_id: str
+    channel: str
+    recipient: str
+    attempt: int
+    due_at: float
+
+    def encode(self) -> bytes:
+        return orjson.dumps({
+            "v": SCHEMA_VERSION, "type": "ChannelRetry", "id": self.notification_id, "channel": self.channel,
+            "recipient": self.recipient, "attempt": self.attempt, "due_at": self.due_at,
+        })
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> ChannelRetry:
+        body = _decode_json_object(raw)
+        try:
+            retry = cls(body["id"], body["channel"], body["recipient"], body["attempt"], float(body["due_at"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidPayload(f"not a ChannelRetry: {exc}") from None
+        if body.get("type") != "ChannelRetry":
+            raise InvalidPayload("not a ChannelRetry")
+        if not all(isinstance(v, str) and 0 < len(v) <= NOTIFICATION_ID_MAX_LENGTH
+                   for v in (retry.notification_id, retry.channel, retry.recipient)):
+            raise InvalidPayload("id, channel and recipient must be short non-empty strings")
+        if not isinstance(retry.attempt, int) or isinstance(retry.attempt, bool) or not 1 <= retry.attempt <= 1000:
+            raise InvalidPayload("attempt must be a positive integer")  # 1: a replayed dead letter
+        # A retry is never due more than a day ahead: a record claiming so would pause its partition
+        # (and every recipient on it) until then.
+        if not math.isfinite(retry.due_at) or retry.due_at > time.time() + MAX_RETRY_DELAY_SECONDS:
+            raise InvalidPayload(f"due_at {retry.due_at!r} is not within a day")
+        return retry
+
+
+def _campaign_id(value: object) -> int:
+    """A campaign id as the database stores it (a positive 64-bit integer)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
+        raise InvalidPayload("campaign must be a positive 64-bit integer")
+    return value
+
+
+def _decode_json_object(raw: bytes | None) -> dict:
+    if raw is None:
+        raise InvalidPayload("empty record")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise InvalidPayload(f"record of {len(raw)} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidPayload(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidPayload("not a JSON object")
+    if body.get("v") != SCHEMA_VERSION:
+        raise InvalidPayload(f"unknown schema version {body.get('v')!r}")
+    return body

@@ -1,0 +1,45 @@
+"""The transactional outbox: the API's only way to publish (`core.relay` moves it to Kafka).
+
+`outbox_enqueue` runs inside the caller's transaction, so an event exists exactly when the rows it
+speaks of do. Published events are kept for RELAY_RETENTION_SECONDS with the partition and offset the
+broker gave them, so that a broker that lost them (a topic recreated) is sent them again, then purged
+(`delivery.retention`, run by the worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from core.db import bulk_insert
+from core.models import OutboxEvent
+
+# Every statement that inserts outbox rows NOTIFYs this channel (a trigger, core migration 0001); the
+# relay LISTENs. SQLite has no NOTIFY: there the relay polls.
+NOTIFY_CHANNEL = "outbox_event"
+
+
+def outbox_enqueue(*, topic: str, key: str, payload: bytes, headers: dict[str, str] | None = None) -> OutboxEvent:
+    return OutboxEvent.objects.create(topic=topic, key=key, payload=payload, headers=headers or {})
+
+
+def outbox_enqueue_many(*, events: Iterable[OutboxEvent]) -> None:
+    """One statement for any number of events (bulk_create quotes each value on the client: 60 ms or
+    more per 1,000; this binds one array per column)."""
+    now = timezone.now()
+    bulk_insert(model=OutboxEvent, columns=("topic", "key", "payload", "headers", "created_at"),
+                rows=[(e.topic, e.key, bytes(e.payload), e.headers or {}, e.created_at or now) for e in events])
+
+
+def outbox_republish_recent(*, logical_topics: list[str]) -> int:
+    """The broker lost these topics' records: publish again what was published to them within the
+    retention window (consumers drop what they had already; the relay publishes in id order, ahead
+    of newer events). Returns how many."""
+    since = timezone.now() - timedelta(seconds=settings.RELAY_RETENTION_SECONDS)
+    return OutboxEvent.objects.filter(topic__in=logical_topics, published_at__gte=since).update(
+        published_at=None, published_partition=None, published_offset=None
+    )
+

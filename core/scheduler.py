@@ -1,0 +1,189 @@
+"""One durable scheduler for work that waits: items in PostgreSQL, due at a time, released once.
+
+An item is (kind, key, due_at, lane, payload). `schedule` adds it (a key already scheduled is left as it
+is, so scheduling is idempotent); `release` claims the due items of a kind, oldest first, with
+`FOR UPDATE SKIP LOCKED`, so that any number of processes share the work and none waits for
+another's rows. What releasing does is the caller's:
+
+- **Inside one transaction** (the item's effect is a database write, for instance a task put in the
+  outbox): call `release` and `done` in the same `transaction.atomic()` as the effect. A process
+  killed anywhere rolls all of it back and the item is released again at once: the effect happens
+  exactly once.
+- **With a lease** (the effect is outside the database: an HTTP request): `release(lease=...)`
+  commits the claim by moving the item's `due_at` to the end of the lease. The holder then calls
+  `done` (finished) or `reschedule` (try again later) with what `release` returned; a holder killed
+  in between leaves the item to come due again when its lease ends. `done` and `reschedule` only
+  touch an item still held under that same release, so a holder whose lease ran out changes
+  nothing another holder has since claimed.
+
+Time comes from `core.clock` and reaches the SQL as a parameter: tests move it.
+
+Why a table of our own rather than Procrastinate (README, "How it works"): the release must commit
+in the same transaction as its effect (exactly once, not at least once), SQLite must keep working
+for development, and the whole mechanism is three statements on one indexed table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+
+from core import clock
+from core.db import bulk_insert
+from core.failures import Backoff, describe
+from core.models import ScheduledItem
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A released item. `release` identifies this release (see `done`)."""
+
+    id: int
+    kind: str
+    key: str
+    due_at: datetime
+    lane: str
+    payload: dict
+    release: int
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    kind: str
+    key: str
+    due_at: datetime
+    payload: dict
+    lane: str = ""
+
+
+def schedule(*items: Item) -> int:
+    """Schedule items; a key already scheduled is left as it is. Returns how many were added.
+    Joins the caller's transaction, so an item exists exactly when what scheduled it committed."""
+    now = clock.now()
+    inserted = bulk_insert(
+        model=ScheduledItem,
+        columns=("kind", "key", "due_at", "lane", "payload", "releases", "created_at"),
+        rows=[(item.kind, item.key, item.due_at, item.lane, item.payload, 0, now) for item in items],
+        ignore_conflicts_on="key",
+        returning="id",
+    )
+    return len(inserted)
+
+
+def release(*, kind: str, limit: int, lease: timedelta | None = None, busy_lanes: Iterable[str] = ()) -> list[Due]:
+    """Claim up to `limit` items of `kind` due by the clock's now, oldest first, skipping items
+    another transaction holds and items of `busy_lanes`. Without `lease` it must run inside the
+    caller's transaction (the rows stay locked until it ends); with one, the claim commits here and
+    lasts `lease`."""
+    if lease is None and not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("release() without a lease must run inside the transaction of its effect")
+    now = clock.now()
+    with transaction.atomic():
+        rows = list(
+            ScheduledItem.objects.select_for_update(skip_locked=True)
+            .filter(kind=kind, due_at__lte=now)
+            .exclude(lane__in=list(busy_lanes))
+            .order_by("due_at", "id")  # ties in the order they were scheduled
+            .values_list("id", "key", "due_at", "lane", "payload", "releases")[:limit]
+        )
+        if rows and lease is not None:  # (within the effect's transaction the row lock is the claim)
+            ScheduledItem.objects.filter(id__in=[row[0] for row in rows]).update(
+                releases=F("releases") + 1, due_at=now + lease)
+    bump = 1 if lease is not None else 0
+    return [Due(id=pk, kind=kind, key=key, due_at=due_at, lane=lane, payload=payload, release=releases + bump)
+            for pk, key, due_at, lane, payload, releases in rows]
+
+
+def done(items: Iterable[Due]) -> int:
+    """Remove released items; returns how many. An item released again since (its lease ran out and
+    another holder claimed it) is not this holder's any more and is left alone."""
+    removed = 0
+    for release_count, ids in _by_release(list(items)).items():
+        removed += ScheduledItem.objects.filter(id__in=ids, releases=release_count).delete()[0]
+    return removed
+
+
+def reschedule(item: Due, *, due_at: datetime, payload: dict | None = None) -> bool:
+    """Make a released item due again at `due_at` (a retry); False if it is no longer this holder's."""
+    changes: dict = {"due_at": due_at}
+    if payload is not None:
+        changes["payload"] = payload
+    return bool(ScheduledItem.objects.filter(id=item.id, releases=item.release).update(**changes))
+
+
+def give_back(items: Iterable[Due]) -> int:
+    """Released items this holder will not run now (their lane is busy): due again as they were, so
+    they keep their place in line. Returns how many were still this holder's."""
+    given = 0
+    for item in items:
+        given += reschedule(item, due_at=item.due_at)
+    return given
+
+
+def cancel(*, kind: str, lane: str) -> int:
+    """Remove the items of `kind` in `lane` that are not released yet (a recipient erased: its held
+    notifications). An item being released meanwhile is locked and finishes first. Returns how many."""
+    return ScheduledItem.objects.filter(kind=kind, lane=lane).delete()[0]
+
+
+def _by_release(items: Sequence[Due]) -> dict[int, list[int]]:
+    grouped: dict[int, list[int]] = {}
+    for item in items:
+        grouped.setdefault(item.release, []).append(item.id)
+    return grouped
+
+
+class DueLoop:
+    """A thread that releases due items through `handlers`: each takes `limit=` and releases up to
+    that many items of its kind inside one transaction with their effects, returning how many. A
+    handler that returns a full batch is called again at once; otherwise the loop looks again every
+    SCHEDULER_POLL_SECONDS. A failure (an outage) is logged and tried again with backoff."""
+
+    BATCH = 2000
+
+    def __init__(self, *, name: str, handlers: Sequence[Callable[..., int]], stop) -> None:
+        self.name = name
+        self.handlers = handlers
+        self.stop = stop
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+
+    def _run(self) -> None:
+        backoff = Backoff()
+        try:
+            while not self.stop.is_set():
+                try:
+                    busy = False
+                    for handler in self.handlers:
+                        released = handler(limit=self.BATCH)
+                        busy |= released >= self.BATCH
+                        if released:
+                            logger.info("%s: %d due items released by %s", self.name, released, handler.__name__)
+                except Exception as exc:  # noqa: BLE001 - an outage (or a bug): say so, wait, try again
+                    delay = backoff.next()
+                    logger.warning("%s: releasing due items failed (%s); trying again in %.1f s", self.name,
+                                   describe(exc), delay)
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                    self.stop.wait(delay)
+                    continue
+                backoff = Backoff()
+                if not busy:
+                    self.stop.wait(settings.SCHEDULER_POLL_SECONDS)
+        finally:
+            connection.close()

@@ -1,0 +1,63 @@
+"""Helpers for the tests of every layer: records straight onto a topic (as any Kafka producer could
+send them), a topic read from its beginning, and `manage.py check` under other settings. Here, in the
+transport layer, because only it talks to Kafka."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from core import broker
+from core.processes import BASE_DIR
+
+
+def records_produce(*records: tuple[str, bytes], topic: str = broker.NOTIFICATIONS_SEND) -> None:
+    """(key, value) records onto a logical topic with a plain producer, flushed."""
+    producer = broker.producer_create()
+    for key, value in records:
+        producer.send(broker.topic_name(topic), key=key.encode(), value=value)
+    producer.flush(timeout=30)
+    producer.close()
+
+
+def topic_read(logical: str, *, until, timeout: float = 30.0) -> list:
+    """The records of a logical topic from its beginning, polled until `until(records so far)` holds."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, enable_auto_commit=False)
+    try:
+        topic = broker.topic_name(logical)
+        consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+        consumer.seek_to_beginning()
+        seen: list = []
+        deadline = time.monotonic() + timeout
+        while not until(seen):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s reading {topic}: {len(seen)} records")
+            for records in consumer.poll(timeout_ms=200).values():
+                seen.extend(records)
+        return seen
+    finally:
+        consumer.close()
+
+
+def manage_check(**env_changes: str | None) -> subprocess.CompletedProcess:
+    """`manage.py check` in a fresh process with these environment variables changed (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k not in env_changes or env_changes[k] is not None}
+    env.update({k: v for k, v in env_changes.items() if v is not None})
+    env["ENV_FILE"] = "/dev/null"
+    return subprocess.run([sys.executable, "manage.py", "check"], cwd=BASE_DIR, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def group_committed(logical_group: str) -> dict:
+    """The offsets a consumer group has committed, per TopicPartition."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
+    try:
+        group = broker.group_name(logical_group)
+        return admin.list_group_offsets(group)[group]
+    finally:
+        admin.close()

@@ -1,0 +1,114 @@
+"""Reading records anyone could produce: what is refused as not ours (pure logic); one notification's
+content in every form it takes; the one list of kinds and of channels."""
+
+import time
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from core.messages import (
+    CAMPAIGN_KINDS,
+    USER_TO_USER_KINDS,
+    CampaignCreated,
+    Channel,
+    ChannelRetry,
+    InvalidPayload,
+    Kind,
+    NotificationContent,
+    NotificationTask,
+)
+
+
+def _raw(**body) -> bytes:
+    return orjson.dumps({"v": 1, **body})
+
+
+@pytest.mark.parametrize("body", [
+    {"id": "1:a", "recipient": "a", "campaign": 2**63},           # beyond PostgreSQL's bigint
+    {"id": "0:a", "recipient": "a", "campaign": 0},
+    {"id": "1:a", "recipient": "a", "campaign": True},
+    {"id": "37:victim1", "recipient": "victim2", "campaign": 37},  # would claim another recipient's entry
+    {"id": "x" * 161, "recipient": "a", "kind": "like", "message": "m", "created_at": "t"},
+    {"id": "x", "recipient": "r" * 129, "kind": "like", "message": "m", "created_at": "t"},
+])
+def test_tasks_that_are_not_ours_are_refused(body):
+    with pytest.raises(InvalidPayload):
+        NotificationTask.decode(_raw(**body))
+
+
+def test_a_campaign_task_is_read():
+    task = NotificationTask.decode(_raw(id="12:u1", recipient="u1", campaign=12))
+    assert (task.campaign_id, task.recipient) == (12, "u1")
+
+
+@pytest.mark.parametrize("body", [
+    {"id": "n", "channel": "webhook", "recipient": "r", "attempt": 2, "due_at": 1e12},  # 30,000 years ahead
+    {"id": {"a": 1}, "channel": ["w"], "recipient": {"r": 1}, "attempt": 2, "due_at": 0},
+    {"id": "n", "channel": "webhook", "recipient": "r", "attempt": 1.5, "due_at": 0},
+    {"id": "n", "channel": "webhook", "recipient": "r", "attempt": 0, "due_at": 0},
+    {"id": "n", "channel": "webhook", "recipient": "r", "attempt": 10**9, "due_at": 0},
+])
+def test_retries_that_are_not_ours_are_refused(body):
+    with pytest.raises(InvalidPayload):
+        ChannelRetry.decode(_raw(type="ChannelRetry", **body))
+
+
+def test_a_retry_due_soon_is_read():
+    retry = ChannelRetry.decode(_raw(type="ChannelRetry", id="n", channel="webhook", recipient="r", attempt=2,
+                                     due_at=time.time() + 4))
+    assert retry.attempt == 2
+
+
+@pytest.mark.parametrize("campaign", [2**63, -1, "7", None])
+def test_campaign_events_with_ids_the_database_cannot_hold_are_refused(campaign):
+    with pytest.raises(InvalidPayload):
+        CampaignCreated.decode(_raw(type="CampaignCreated", campaign=campaign))
+
+
+def test_kinds_are_split_into_user_to_user_and_campaign_ones():
+    assert [k.value for k in USER_TO_USER_KINDS] == ["follow", "mention", "like", "custom"]
+    assert [k.value for k in CAMPAIGN_KINDS] == ["offer", "alert", "reminder"]
+    assert set(USER_TO_USER_KINDS) | set(CAMPAIGN_KINDS) == set(Kind)
+    assert Channel.values == ["in_app", "email", "webhook"]
+
+
+ACCEPTED = datetime(2026, 11, 21, 20, 55, 1, 123456, tzinfo=timezone.utc)
+
+
+def test_content_of_a_user_to_user_task():
+    task = NotificationTask(notification_id="n-1", recipient="1", kind="like", sender="2", message="Tito liked it",
+                            data={"post": 7}, created_at=ACCEPTED.isoformat())
+
+    assert NotificationContent.of_task(task) == NotificationContent(
+        kind="like", sender="2", title="", message="Tito liked it", data={"post": 7}, campaign_id=None,
+        created_at=ACCEPTED)
+
+
+def test_content_of_a_campaign():
+    campaign = SimpleNamespace(id=5, kind="offer", title="Sale", body="50% off", data={"code": "X"}, created_at=ACCEPTED)
+
+    assert NotificationContent.of_campaign(campaign) == NotificationContent(
+        kind="offer", sender="", title="Sale", message="50% off", data={"code": "X"}, campaign_id=5, created_at=ACCEPTED)
+
+
+def test_the_payload_is_the_webhook_body_and_reads_back():
+    content = NotificationContent(kind="offer", sender="", title="Sale", message="50% off", data={"code": "X"},
+                                  campaign_id=5, created_at=ACCEPTED)
+
+    payload = content.payload(notification_id="5:1", recipient="1")
+
+    assert orjson.dumps(payload) == (
+        b'{"id":"5:1","recipient":"1","kind":"offer","sender":"","title":"Sale","message":"50% off",'
+        b'"data":{"code":"X"},"campaign":5,"created_at":"2026-11-21T20:55:01.123456+00:00"}')
+    assert NotificationContent.of_payload(orjson.loads(orjson.dumps(payload))) == content
+
+
+def test_content_stored_in_the_earlier_form_reads_back():
+    """Channel deliveries stored before the payload was (Outgoing.content()) are still retried."""
+    stored = {"notification_id": "5:1", "recipient": "1", "kind": "offer", "message": "50% off", "title": "Sale",
+              "sender": "", "data": {}, "campaign_id": 5, "created_at": ACCEPTED.isoformat()}
+
+    assert NotificationContent.of_payload(stored) == NotificationContent(
+        kind="offer", sender="", title="Sale", message="50% off", data={}, campaign_id=5, created_at=ACCEPTED)

@@ -1,4 +1,5 @@
-"""The dispatcher's loop: consume campaign events and fan each one out to one task per recipient."""
+"""The dispatcher's loop: consume campaign events and fan each one out to its recipients, in chunks
+of recipients that share a partition (core.messages.CampaignChunk)."""
 
 import logging
 
@@ -12,7 +13,7 @@ from core.dead_letters import (
 )
 from core.failures import describe
 from core.messages import Envelope
-from core.publisher import TaskPublisher
+from core.publisher import ChunkPublisher
 
 logger = logging.getLogger("campaigns.dispatcher")
 
@@ -28,7 +29,7 @@ def campaign_event_dead_letter(*, envelope: Envelope, error: BaseException) -> b
 
 def dispatcher_run(*, stop: StopFlag, heartbeat: Heartbeat) -> None:
     """Consume offers.created until `stop` is set; each campaign's fan-out is committed on its own."""
-    publisher = TaskPublisher()
+    publisher = ChunkPublisher()
 
     def should_stop() -> bool:  # asked between pages of a fan-out
         heartbeat.beat()
@@ -37,8 +38,7 @@ def dispatcher_run(*, stop: StopFlag, heartbeat: Heartbeat) -> None:
 
     def dispatch_events(envelopes: list[Envelope]) -> None:
         for envelope in envelopes:
-            campaign_dispatch(campaign_id=envelope.message.campaign_id, publish=publisher.publish,
-                              flush=publisher.flush, should_stop=should_stop)
+            campaign_dispatch(campaign_id=envelope.message.campaign_id, publisher=publisher, should_stop=should_stop)
 
     logger.info("dispatcher: consuming %s as group %s", topics.CAMPAIGNS.name,
                 broker.group_name(broker.DISPATCHER_GROUP))

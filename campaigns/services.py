@@ -15,7 +15,8 @@ from campaigns import selectors
 from campaigns.models import Campaign, CampaignStatus
 from campaigns.segments import Segment, segment_parse
 from core import broker, metrics, topics
-from core.messages import CampaignCreated, NotificationTask
+from core.messages import CampaignChunk, CampaignCreated
+from core.publisher import Chunker, ChunkPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,12 @@ def campaign_cancel(*, campaign: Campaign) -> Campaign:
 def campaign_dispatch(
     *,
     campaign_id: int,
-    publish: Callable[[NotificationTask], None],
-    flush: Callable[[], None],
+    publisher: ChunkPublisher,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Fan a campaign out: one task per recipient of its segment, keyed by recipient, with the
-    deterministic id "<campaign id>:<recipient id>". Returns how many were produced.
+    """Fan a campaign out to every recipient of its segment, in chunks of up to DISPATCHER_CHUNK_SIZE
+    recipients that share a partition (the one their keys map to, as for a user-to-user notification),
+    each standing for the tasks "<campaign id>:<recipient id>". Returns how many recipients.
 
     Idempotent: an event seen again for a campaign already dispatched does nothing; a fan-out
     interrupted half-way is redone from the start, and the worker's ledger drops the repeats.
@@ -70,24 +71,31 @@ def campaign_dispatch(
     segment = segment_parse(campaign.segment)
 
     started = last_report = time.monotonic()
+    chunker = Chunker(partitions=publisher.begin(), size=settings.DISPATCHER_CHUNK_SIZE)
+
+    def publish(chunks: list[tuple[int, list[str]]]) -> None:
+        for partition, recipients in chunks:
+            publisher.publish(CampaignChunk(campaign_id, tuple(recipients)), partition=partition)
+
     produced = 0
     for page in selectors.recipient_ids_for_segment(segment=segment, page_size=settings.DISPATCHER_PAGE_SIZE):
-        for external_id in page:
-            publish(NotificationTask(notification_id=f"{campaign_id}:{external_id}", recipient=external_id, campaign_id=campaign_id))
+        publish(chunker.add(page))
         produced += len(page)
         metrics.FANOUT_TASKS.inc(len(page))
         if should_stop():
-            raise FanOutInterrupted(f"campaign {campaign_id}: stopped after {produced} tasks; the fan-out will be redone")
+            raise FanOutInterrupted(f"campaign {campaign_id}: stopped after {produced} recipients; the fan-out will be redone")
         if time.monotonic() - last_report >= PROGRESS_SECONDS:
             last_report = time.monotonic()
             if _campaign_targeted_update(campaign_id=campaign_id, targeted=produced) == 0:
-                logger.info("dispatcher: campaign %s was cancelled after %d tasks; stopping its fan-out", campaign_id, produced)
+                logger.info("dispatcher: campaign %s was cancelled after %d recipients; stopping its fan-out",
+                            campaign_id, produced)
                 break
             logger.info(
                 "dispatcher: campaign %s: %d recipients dispatched, %.0f/s",
                 campaign_id, produced, produced / (last_report - started),
             )
-    flush()
+    publish(chunker.rest())
+    publisher.flush()
     _campaign_dispatched(campaign_id=campaign_id, targeted=produced)
     elapsed = time.monotonic() - started
     logger.info(

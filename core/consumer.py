@@ -34,7 +34,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from core import broker
 from core.failures import Backoff, FailureKind, describe, failure_kind
-from core.messages import Envelope, InvalidPayload, InvalidRecord, Origin
+from core.messages import Envelope, InvalidPayload, InvalidRecord, Origin, Pack
 from core.topics import Topic
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class BatchConsumer:
         self.handle_batch = handle_batch
         self.handle_invalid = handle_invalid
         self.handle_failed = handle_failed
+        self.max_poll_records = max_poll_records
         self.stop = stop
         self.heartbeat = heartbeat or Heartbeat(None)
         self.logical_topics = tuple(topic.logical for topic in topics)
@@ -262,9 +263,12 @@ class BatchConsumer:
                               records_total=self.records_total, lag=lag, stopped=stopped)
 
     def _process(self, batches: dict) -> None:
+        """Handle what a poll returned, in parts of at most max_poll_records messages (a pack, such as a
+        campaign chunk, counts as its messages), committing each part's offsets once it is handled."""
         envelopes: list[Envelope] = []
         invalid: list[InvalidRecord] = []
         next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        per_topic: dict[str, int] = {}
         for tp, records in batches.items():
             decode = self.decoders[tp.topic]
             for record in records:
@@ -274,25 +278,33 @@ class BatchConsumer:
                 except InvalidPayload as exc:
                     invalid.append(InvalidRecord(origin, record.key, record.value, str(exc)))
                 else:
-                    envelopes.append(Envelope(message, origin, record.value))
+                    if isinstance(message, Pack):  # each dead-lettered, if it must be, as its own record
+                        envelopes += [Envelope(part, origin, None) for part in message.unpack()]
+                    else:
+                        envelopes.append(Envelope(message, origin, record.value))
                 next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + 1
+                if len(envelopes) + len(invalid) >= self.max_poll_records:
+                    self._handle_part(envelopes, invalid, next_offsets, per_topic)
+                    envelopes, invalid, next_offsets, per_topic = [], [], {}, {}
+                    self.keep_alive()  # a poll of packs can be many parts: the group keeps this member
+        if next_offsets:
+            self._handle_part(envelopes, invalid, next_offsets, per_topic)
 
+    def _handle_part(self, envelopes: list[Envelope], invalid: list[InvalidRecord],
+                     next_offsets: dict[TopicPartition, OffsetAndMetadata], per_topic: dict[str, int]) -> None:
         started = time.perf_counter()
         if invalid:
             self._isolate(invalid, self.handle_invalid, None)
         if envelopes:
             self._isolate(envelopes, self.handle_batch, self.handle_failed)
-        per_topic: dict[str, int] = {}
-        for tp, records in batches.items():
-            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + len(records)
         self.on_batch(BatchStats(consumer=self.name, seconds=time.perf_counter() - started,
                                  handled=len(envelopes) + len(invalid), invalid=len(invalid), records_per_topic=per_topic))
-        if next_offsets:
-            try:
-                self.consumer.commit(next_offsets)
-            except KafkaError as exc:
-                # A rebalance or a broker that restarted: the records are read again, harmlessly.
-                logger.warning("%s: offset commit failed (%s); the batch will be seen again", self.name, exc)
+        try:
+            self.consumer.commit(next_offsets)
+        except KafkaError as exc:
+            # A rebalance or a broker that restarted: the records are read again, harmlessly.
+            logger.warning("%s: offset commit failed (%s); the batch will be seen again", self.name, exc)
         self.records_total += len(envelopes) + len(invalid)
         self.invalid_total += len(invalid)
 

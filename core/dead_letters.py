@@ -23,7 +23,15 @@ def dead_letter_of(*, envelope: Envelope, error: str) -> DeadLetter:
     origin = envelope.origin
     return DeadLetter(reason=DeadLetterReason.PROCESSING_FAILED, error=error, attempts=1, original_topic=origin.topic,
                       original_partition=origin.partition, original_offset=origin.offset,
-                      payload=(envelope.raw or b"")[:DEAD_LETTER_PAYLOAD_BYTES], created_at=timezone.now())
+                      payload=_record_of(envelope)[:DEAD_LETTER_PAYLOAD_BYTES], created_at=timezone.now())
+
+
+def _record_of(envelope: Envelope) -> bytes:
+    """The record as consumed; for a message that came in a pack, the single record it stands for
+    (so that its dead letter replays as that one message)."""
+    if envelope.raw is not None:
+        return envelope.raw
+    return envelope.message.encode() if hasattr(envelope.message, "encode") else b""
 
 
 def dead_letters_record_invalid(*, records: Sequence[InvalidRecord]) -> None:

@@ -23,6 +23,8 @@ RECIPIENT_ID_MAX_LENGTH = 128
 RECIPIENT_ID_REGEX = r"^[^\s/]{1,128}$"
 MAX_RETRY_DELAY_SECONDS = 86_400
 MAX_PAYLOAD_BYTES = 1024 * 1024
+# A campaign chunk's recipients at most (DISPATCHER_CHUNK_SIZE is checked against it).
+CHUNK_MAX_RECIPIENTS = 5000
 # A dead-letter record keeps at most this much of the record it speaks of: under Apache Kafka's default
 # 1 MiB record limit with its headers, so that the dead-letter topic always takes it.
 DEAD_LETTER_PAYLOAD_BYTES = 512 * 1024
@@ -124,7 +126,10 @@ class NotificationTask:
 
     @classmethod
     def decode(cls, raw: bytes | None) -> NotificationTask:
-        body = _decode_json_object(raw)
+        return cls.of_body(_decode_json_object(raw))
+
+    @classmethod
+    def of_body(cls, body: dict) -> NotificationTask:
         try:
             notification_id, recipient = body["id"], body["recipient"]
             if not (isinstance(notification_id, str) and notification_id and isinstance(recipient, str) and recipient):
@@ -155,6 +160,56 @@ class NotificationTask:
         if not isinstance(task.data, dict):
             raise InvalidPayload("data must be an object")
         return task
+
+
+class Pack:
+    """A record that stands for several messages: the consumer hands its handlers the messages
+    (each dead-lettered on its own, as the single record it would have been), never the pack."""
+
+    def unpack(self) -> list:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignChunk(Pack):
+    """One campaign for many recipients (topic notifications.send): the dispatcher's unit of fan-out.
+
+    It is produced to the partition each of its recipients' keys maps to (the producer's murmur2),
+    so a recipient's campaign and user-to-user notifications share one partition and one worker.
+    It reads as the campaign tasks it stands for, "<campaign id>:<recipient id>" each: a chunk read
+    twice settles nothing twice, and a single-task record of the same campaign stays valid.
+    """
+
+    campaign_id: int
+    recipients: tuple[str, ...]
+
+    def unpack(self) -> list[NotificationTask]:
+        campaign_id = self.campaign_id
+        return [NotificationTask(notification_id=f"{campaign_id}:{recipient}", recipient=recipient,
+                                 campaign_id=campaign_id) for recipient in self.recipients]
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"v": SCHEMA_VERSION, "type": "CampaignChunk", "campaign": self.campaign_id,
+                             "recipients": self.recipients})
+
+    @classmethod
+    def of_body(cls, body: dict) -> CampaignChunk:
+        campaign_id = _campaign_id(body.get("campaign"))
+        recipients = body.get("recipients")
+        if not isinstance(recipients, list) or not 0 < len(recipients) <= CHUNK_MAX_RECIPIENTS:
+            raise InvalidPayload(f"recipients must be a list of 1 to {CHUNK_MAX_RECIPIENTS} recipient ids")
+        for recipient in recipients:  # "<campaign id>:<recipient id>" then fits the ledger's 160 characters
+            if not (isinstance(recipient, str) and 0 < len(recipient) <= RECIPIENT_ID_MAX_LENGTH):
+                raise InvalidPayload(f"recipient ids must be strings of 1 to {RECIPIENT_ID_MAX_LENGTH} characters")
+        return cls(campaign_id=campaign_id, recipients=tuple(recipients))
+
+
+def send_record_decode(raw: bytes | None) -> NotificationTask | CampaignChunk:
+    """A record of notifications.send: one task, or a chunk of one campaign's tasks."""
+    body = _decode_json_object(raw)
+    if body.get("type") == "CampaignChunk":
+        return CampaignChunk.of_body(body)
+    return NotificationTask.of_body(body)
 
 
 class CampaignLike(Protocol):

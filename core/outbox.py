@@ -34,6 +34,14 @@ def outbox_enqueue_many(*, events: Iterable[OutboxEvent]) -> None:
                 rows=[(e.topic, e.key, bytes(e.payload), e.headers or {}, e.created_at or now) for e in events])
 
 
+def outbox_enqueue_keyed(*, topic: str, records: Iterable[tuple[str, bytes]]) -> None:
+    """Events of one topic from (key, payload) pairs, in one statement (no model instance per event:
+    the scheduler's release queues thousands at once)."""
+    now = timezone.now()
+    bulk_insert(model=OutboxEvent, columns=("topic", "key", "payload", "headers", "created_at"),
+                rows=[(topic, key, payload, {}, now) for key, payload in records])
+
+
 def outbox_republish_recent(*, logical_topics: list[str]) -> int:
     """The broker lost these topics' records: publish again what was published to them within the
     retention window (consumers drop what they had already; the relay publishes in id order, ahead

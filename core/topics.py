@@ -13,9 +13,9 @@ from typing import Any
 from django.conf import settings
 
 from core import broker
-from core.messages import CampaignCreated, ChannelRetry, NotificationTask
+from core.messages import CampaignCreated, ChannelRetry, NotificationTask, send_record_decode
 from core.models import OutboxEvent
-from core.outbox import outbox_enqueue, outbox_enqueue_many
+from core.outbox import outbox_enqueue, outbox_enqueue_keyed
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Topic:
     logical: str  # the name without KAFKA_TOPIC_PREFIX
     message: type | None  # what its records decode to (None: records of other topics, as they were read)
     key: Callable[[Any], str]
+    decoder: Callable[[bytes | None], Any] | None = None  # when its records are of several types
 
     @property
     def name(self) -> str:
@@ -30,7 +31,7 @@ class Topic:
         return broker.topic_name(self.logical)
 
     def decode(self, value: bytes | None):
-        return self.message.decode(value)
+        return self.decoder(value) if self.decoder else self.message.decode(value)
 
     def event(self, message) -> OutboxEvent:
         """An unsaved outbox event publishing `message` to this topic."""
@@ -41,10 +42,12 @@ class Topic:
         outbox_enqueue(topic=self.logical, key=self.key(message), payload=message.encode())
 
     def enqueue_many(self, messages: Iterable) -> None:
-        outbox_enqueue_many(events=[self.event(m) for m in messages])
+        key = self.key
+        outbox_enqueue_keyed(topic=self.logical, records=[(key(m), m.encode()) for m in messages])
 
 
-SEND = Topic(broker.NOTIFICATIONS_SEND, NotificationTask, key=lambda task: task.recipient)
+# Tasks keyed by recipient, and campaign chunks produced to their recipients' partition (CampaignChunk).
+SEND = Topic(broker.NOTIFICATIONS_SEND, NotificationTask, key=lambda task: task.recipient, decoder=send_record_decode)
 CAMPAIGNS = Topic(broker.OFFERS_CREATED, CampaignCreated, key=lambda event: str(event.campaign_id))
 RETRY = Topic(broker.NOTIFICATIONS_RETRY, ChannelRetry, key=lambda retry: retry.recipient)
 # Dead letters carry the record as it was consumed (any topic's), keyed by its recipient when known.

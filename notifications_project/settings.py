@@ -97,6 +97,8 @@ KAFKA_PRODUCER_BATCH_BYTES = _setting("KAFKA_PRODUCER_BATCH_BYTES", env.int, def
 
 WORKER_BATCH_SIZE = _setting("WORKER_BATCH_SIZE", env.int, default=5000, check=_positive)
 DISPATCHER_PAGE_SIZE = _setting("DISPATCHER_PAGE_SIZE", env.int, default=5000, check=_positive)
+# Recipients per campaign chunk (one record; at most core.messages.CHUNK_MAX_RECIPIENTS, 5,000).
+DISPATCHER_CHUNK_SIZE = _setting("DISPATCHER_CHUNK_SIZE", env.int, default=1000, check=lambda v: 0 < v <= 5000)
 RELAY_BATCH_SIZE = _setting("RELAY_BATCH_SIZE", env.int, default=1000, check=_positive)
 # run_worker and run_dispatcher publish the outbox themselves (one at a time, under a PostgreSQL lock);
 # false: run `manage.py run_relay` apart.

@@ -81,8 +81,9 @@ def test_a_dispatcher_killed_mid_fan_out_and_restarted_leaves_no_recipient_twice
     _seed_recipients(total)
     stack.start("run_relay")
     stack.start("run_worker")
-    # Small pages make the fan-out long enough to be killed in the middle of it.
-    dispatcher = stack.start("run_dispatcher", env={"DISPATCHER_PAGE_SIZE": "50"})
+    # Small pages make the fan-out long enough to be killed in the middle of it; small chunks make
+    # deliveries start while it runs.
+    dispatcher = stack.start("run_dispatcher", env={"DISPATCHER_PAGE_SIZE": "50", "DISPATCHER_CHUNK_SIZE": "20"})
     # A first campaign through every process: once it completes, all three are consuming, so the
     # worker delivers while the big fan-out is still producing (it takes about a second and a half).
     warm_up = _create_campaign(service_client, {"type": "USER_IDS", "ids": ["r0"]})

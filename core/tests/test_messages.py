@@ -10,7 +10,9 @@ import pytest
 
 from core.messages import (
     CAMPAIGN_KINDS,
+    CHUNK_MAX_RECIPIENTS,
     USER_TO_USER_KINDS,
+    CampaignChunk,
     CampaignCreated,
     Channel,
     ChannelRetry,
@@ -18,6 +20,7 @@ from core.messages import (
     Kind,
     NotificationContent,
     NotificationTask,
+    send_record_decode,
 )
 
 
@@ -41,6 +44,38 @@ def test_tasks_that_are_not_ours_are_refused(body):
 def test_a_campaign_task_is_read():
     task = NotificationTask.decode(_raw(id="12:u1", recipient="u1", campaign=12))
     assert (task.campaign_id, task.recipient) == (12, "u1")
+
+
+def test_a_campaign_chunk_reads_as_the_tasks_it_stands_for():
+    chunk = CampaignChunk(campaign_id=7, recipients=("u1", "u2"))
+    read = send_record_decode(chunk.encode())
+    assert read == chunk
+    assert read.unpack() == [NotificationTask(notification_id="7:u1", recipient="u1", campaign_id=7),
+                             NotificationTask(notification_id="7:u2", recipient="u2", campaign_id=7)]
+    # Each task, encoded alone, is the single-task record of the same campaign (what a dead letter replays).
+    assert [NotificationTask.decode(task.encode()) for task in read.unpack()] == read.unpack()
+
+
+def test_a_single_task_is_still_read_from_the_send_topic():
+    assert send_record_decode(_raw(id="12:u1", recipient="u1", campaign=12)) == NotificationTask(
+        notification_id="12:u1", recipient="u1", campaign_id=12)
+
+
+@pytest.mark.parametrize("body", [
+    {"campaign": 7, "recipients": []},
+    {"campaign": 7, "recipients": "u1"},
+    {"campaign": 7, "recipients": ["u1", ""]},
+    {"campaign": 7, "recipients": ["u1", 5]},
+    {"campaign": 7, "recipients": ["u1", None]},
+    {"campaign": 7, "recipients": ["r" * 129]},
+    {"campaign": 7, "recipients": ["u"] * (CHUNK_MAX_RECIPIENTS + 1)},
+    {"campaign": 0, "recipients": ["u1"]},
+    {"campaign": "7", "recipients": ["u1"]},
+    {"recipients": ["u1"]},
+])
+def test_chunks_that_are_not_ours_are_refused(body):
+    with pytest.raises(InvalidPayload):
+        send_record_decode(_raw(type="CampaignChunk", **body))
 
 
 @pytest.mark.parametrize("body", [

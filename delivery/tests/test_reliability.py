@@ -234,7 +234,7 @@ def test_sigterm_mid_fan_out_exits_0_and_the_fan_out_is_redone(stack, service_cl
     Recipient.objects.bulk_create([Recipient(external_id=f"f{i}") for i in range(30_000)], batch_size=5000)
     stack.start("run_relay")
     stack.start("run_worker")
-    dispatcher = stack.start("run_dispatcher", env={"DISPATCHER_PAGE_SIZE": "20"})
+    dispatcher = stack.start("run_dispatcher", env={"DISPATCHER_PAGE_SIZE": "20", "DISPATCHER_CHUNK_SIZE": "20"})
     campaign_id = service_client.post("/api/v1/campaigns/", {"title": "t", "segment": {"type": "ALL_USERS"}},
                                       format="json").json()["id"]
     wait_until(lambda: Notification.objects.filter(campaign_id=campaign_id).exists(), what="fan-out under way")

@@ -19,7 +19,8 @@ RECIPIENTS = 50_000
 def test_one_worker_and_one_dispatcher_killed_mid_campaign_still_deliver_each_recipient_once(stack, service_client, kafka):
     assert kafka.KAFKA_PARTITIONS == 12
     Recipient.objects.bulk_create([Recipient(external_id=f"s{i}") for i in range(RECIPIENTS)], batch_size=10_000)
-    slow_fan_out = {"DISPATCHER_PAGE_SIZE": "50"}  # many pages, so that the kill lands mid-fan-out
+    # Many pages, so that the kill lands mid-fan-out; small chunks, so that deliveries start meanwhile.
+    slow_fan_out = {"DISPATCHER_PAGE_SIZE": "50", "DISPATCHER_CHUNK_SIZE": "20"}
     workers = [stack.start("run_worker", "--batch-size", "500") for _ in range(2)]
     dispatchers = [stack.start("run_dispatcher", env=slow_fan_out) for _ in range(2)]
     wait_until(lambda: all("consuming" in stack.log_of(p) for p in workers + dispatchers), what="all four consuming")

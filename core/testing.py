@@ -25,6 +25,24 @@ def records_produce(*records: tuple[str, bytes], topic: str = broker.NOTIFICATIO
     producer.close()
 
 
+def records_produce_to_partitions(*records: tuple[int, bytes], topic: str = broker.NOTIFICATIONS_SEND) -> None:
+    """(partition, value) records onto a logical topic, each to the partition given, flushed."""
+    producer = broker.producer_create()
+    for partition, value in records:
+        producer.send(broker.topic_name(topic), value=value, partition=partition)
+    producer.flush(timeout=30)
+    producer.close()
+
+
+def topic_partition_count(logical: str = broker.NOTIFICATIONS_SEND) -> int:
+    """How many partitions the broker says a logical topic has."""
+    producer = broker.producer_create()
+    try:
+        return len(producer.partitions_for(broker.topic_name(logical)))
+    finally:
+        producer.close()
+
+
 def topic_read(logical: str, *, until, timeout: float = 30.0) -> list:
     """The records of a logical topic from its beginning, polled until `until(records so far)` holds."""
     consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, enable_auto_commit=False)

@@ -3,10 +3,8 @@ PostgreSQL): every recipient once, on the partition its user-to-user notificatio
 again changes nothing; one recipient that fails is dead-lettered alone, as a task that replays."""
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.db.models import Count
-from kafka import KafkaProducer
 
 from campaigns.models import Campaign, CampaignStatus
 from conftest import wait_until
@@ -14,7 +12,7 @@ from core import broker
 from core.messages import CampaignChunk, NotificationTask, send_record_decode
 from core.models import DeadLetter
 from core.publisher import partition_of
-from core.testing import topic_read
+from core.testing import records_produce_to_partitions, topic_partition_count, topic_read
 from delivery import services
 from delivery.models import Delivery
 from inbox.models import Notification, Recipient
@@ -65,7 +63,7 @@ def test_a_campaign_goes_out_in_chunks_each_on_its_recipients_partition(stack, s
     records = topic_read(broker.NOTIFICATIONS_SEND, until=lambda seen: _chunked(seen) >= RECIPIENTS and any(
         not _is_chunk(r) for r in seen))
     chunks = [(r.partition, send_record_decode(r.value)) for r in records if _is_chunk(r)]
-    partitions = len(_partitions())
+    partitions = topic_partition_count()
     assert sorted(recipient for _, chunk in chunks for recipient in chunk.recipients) == sorted(
         f"r{i}" for i in range(RECIPIENTS))  # each recipient in one chunk, once
     assert all(len(chunk.recipients) <= CHUNK for _, chunk in chunks)
@@ -88,11 +86,7 @@ def test_a_chunk_read_again_changes_nothing(stack, service_client):
     # The whole fan-out again, as a redelivery after a crash would bring it, then a user-to-user
     # notification behind it on every partition: once those arrive, the repeats have been read.
     records = topic_read(broker.NOTIFICATIONS_SEND, until=lambda seen: _chunked(seen) >= RECIPIENTS)
-    producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
-    for record in records:
-        producer.send(record.topic, value=record.value, partition=record.partition)
-    producer.flush(timeout=30)
-    producer.close()
+    records_produce_to_partitions(*((record.partition, record.value) for record in records))
     sentinels = {_user_to_user(service_client, f"r{i}") for i in range(40)}  # 40 recipients: every partition
     wait_until(lambda: Notification.objects.filter(notification_id__in=sentinels).count() == len(sentinels),
                what="the notifications behind the repeated chunks")
@@ -142,10 +136,3 @@ def _chunked(records) -> int:
 def _is_chunk(record) -> bool:
     return isinstance(send_record_decode(record.value), CampaignChunk)
 
-
-def _partitions() -> set[int]:
-    producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
-    try:
-        return set(producer.partitions_for(broker.topic_name(broker.NOTIFICATIONS_SEND)))
-    finally:
-        producer.close()

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
+from core.api import FieldsBuiltOnce
 from core.fields import ChoiceWithListField, DataField, RecipientIdField
 from core.messages import USER_TO_USER_KINDS, Channel, Kind
 from core.webhook_targets import endpoint_host, endpoint_refusal, hosts_resolve
@@ -11,7 +12,7 @@ from inbox.services import SEND_AT_MAX_AHEAD
 MESSAGE_MAX_LENGTH = 2000
 
 
-class NotificationSendInput(serializers.Serializer):
+class NotificationSendInput(FieldsBuiltOnce, serializers.Serializer):
     sender = RecipientIdField(help_text="The product user id of who caused the notification.")
     recipient = RecipientIdField(help_text="The product user id of who receives it.")
     kind = ChoiceWithListField(choices=[k.value for k in USER_TO_USER_KINDS])
@@ -32,7 +33,7 @@ class NotificationSendInput(serializers.Serializer):
         return attrs
 
 
-class SeedSendInput(serializers.Serializer):
+class SeedSendInput(FieldsBuiltOnce, serializers.Serializer):
     """The first seed's POST /send: fromID, toID, message (form-encoded or JSON)."""
 
     fromID = RecipientIdField()

@@ -62,6 +62,26 @@ class NotificationOutput(serializers.ModelSerializer):
             "seen_at", "read_at", "archived_at",
         ]
 
+    def to_representation(self, instance):
+        """What the fields above give (their schema and a test hold it to DRF's own output), written out:
+        DRF's generic path cost about 40 µs per row, most of an inbox page's time."""
+        tz = timezone.get_current_timezone()
+        n = instance
+        return {
+            "id": str(n.notification_id), "kind": str(n.kind), "sender": str(n.sender), "title": str(n.title),
+            "message": str(n.message), "data": n.data, "campaign": None if n.campaign_id is None else int(n.campaign_id),
+            "created_at": _iso(n.created_at, tz), "delivered_at": _iso(n.delivered_at, tz), "seen_at": _iso(n.seen_at, tz),
+            "read_at": _iso(n.read_at, tz), "archived_at": _iso(n.archived_at, tz),
+        }
+
+
+def _iso(value, tz) -> str | None:
+    """DRF's DateTimeField output (ISO 8601 in the current time zone, UTC as Z)."""
+    if value is None:
+        return None
+    text = value.astimezone(tz).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
 
 class ReadAllInput(serializers.Serializer):
     up_to = serializers.CharField(required=False, max_length=160,

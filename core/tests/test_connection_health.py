@@ -7,16 +7,23 @@ from django.core.signals import request_started
 from django.db import connection
 
 from conftest import wait_until
+from core.db import connections_trust_idle
 from core.testing import WireStatements
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _request_starts() -> None:
-    request_started.send(sender=None)  # Django's close_old_connections, then ours
+    # As in a server: Django's close_old_connections (connected when django.db is imported), then ours
+    # (connected when the app is ready). Django's test client connects its handler again after each
+    # request, behind ours: put ours back last.
+    request_started.disconnect(dispatch_uid="core.connections_trust_idle")
+    request_started.connect(connections_trust_idle, dispatch_uid="core.connections_trust_idle")
+    request_started.send(sender=None)
 
 
 def test_an_idle_healthy_connection_costs_no_round_trip():
+    connection.close()  # a connection of its own: an earlier test's LISTEN would leave notifications to read
     connection.ensure_connection()
 
     with WireStatements(connection) as wire:

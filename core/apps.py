@@ -7,3 +7,10 @@ class CoreConfig(AppConfig):
 
     name = "core"
     verbose_name = "Transport and shared pieces"
+
+    def ready(self):
+        from django.core.signals import request_started
+
+        from core.db import connections_trust_idle
+
+        request_started.connect(connections_trust_idle, dispatch_uid="core.connections_trust_idle")

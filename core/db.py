@@ -9,11 +9,13 @@ as many parameters as columns. Elsewhere (SQLite, development) a multi-row VALUE
 from __future__ import annotations
 
 import re
+import select
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
 import psycopg
-from django.db import connection, models
+from django.db import connection, connections, models
 
 _VALUES_CHUNK = 500
 
@@ -136,3 +138,35 @@ def delete_batch(queryset: models.QuerySet, *, limit: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {table} WHERE {pk} IN ({inner_sql})", params)
         return cursor.rowcount
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An SQL boolean expression and its parameters, that a write may carry in its own statement
+    (`INSERT ... SELECT ... WHERE <sql>`): the write happens only while the condition holds."""
+
+    sql: str
+    params: list
+
+    def holds(self) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {self.sql}", self.params)
+            return bool(cursor.fetchone()[0])
+
+
+def connections_trust_idle(**kwargs) -> None:
+    """At the start of a request (`request_started`, after Django's own handler): a persistent
+    PostgreSQL connection whose socket has nothing to read is taken as healthy, without the `SELECT 1`
+    round trip that CONN_HEALTH_CHECKS costs on every request. A server that closed the connection
+    (restart, pg_terminate_backend) leaves an error message or the end of the stream on the socket: then
+    Django's own check runs, finds it broken, and reconnects, as before."""
+    for conn in connections.all(initialized_only=True):
+        raw = conn.connection
+        if raw is None or conn.vendor != "postgresql" or not conn.health_check_enabled or conn.health_check_done:
+            continue
+        try:
+            readable, _, _ = select.select([raw.fileno()], [], [], 0)
+        except (OSError, ValueError):  # closed underneath: leave it to Django's check
+            continue
+        if not readable and not raw.closed:
+            conn.health_check_done = True

@@ -1,9 +1,10 @@
 """Idempotency-Key for the POST endpoints that create things.
 
 A repeat with the same key and body from the same client within 24 hours gets the original answer
-and creates nothing; the same key with another body is a 422. The key row is claimed with
-INSERT ... ON CONFLICT DO NOTHING in the same transaction as the request's own writes, so a
-concurrent repeat waits on the unique index until the first commits, then replays its answer.
+and creates nothing; the same key with another body is a 422. The key row is claimed with one
+INSERT ... ON CONFLICT (taking over only a key older than 24 hours) in the same transaction as the
+request's own writes, so a concurrent repeat waits on the unique index until the first commits, then
+replays its answer.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import functools
 import hashlib
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
 from rest_framework.response import Response
 
-from core.db import bulk_insert
 from core.fields import text_error
 from core.models import IdempotencyKey
 
@@ -44,20 +44,13 @@ def idempotent(view_method):
         fingerprint = hashlib.sha256(b"%s %s\n%s" % (request.method.encode(), request.path.encode(), request.body)).hexdigest()
         now = timezone.now()
         with transaction.atomic():
-            IdempotencyKey.objects.filter(scoped_key=scoped_key, created_at__lt=now - KEY_LIFETIME).delete()
-            claimed = bulk_insert(
-                model=IdempotencyKey,
-                columns=("scoped_key", "user", "request_fingerprint", "created_at"),
-                rows=[(scoped_key, request.user.pk, fingerprint, now)],
-                ignore_conflicts_on="scoped_key",
-                returning="id",
-            )
+            claimed = _claim(scoped_key=scoped_key, user_pk=request.user.pk, fingerprint=fingerprint, now=now)
             if claimed:
                 response = view_method(self, request, *args, **kwargs)  # an exception rolls the key back too
                 if response.status_code >= 500:
                     transaction.set_rollback(True)
                 else:
-                    IdempotencyKey.objects.filter(id=claimed[0][0]).update(
+                    IdempotencyKey.objects.filter(id=claimed).update(
                         response_status=response.status_code, response_body=response.data
                     )
                 return response
@@ -69,3 +62,20 @@ def idempotent(view_method):
 
     wrapper.idempotent = True  # the schema documents its 422
     return wrapper
+
+
+def _claim(*, scoped_key: str, user_pk: int, fingerprint: str, now) -> int | None:
+    """Claim the key in one statement: a new key, or one older than KEY_LIFETIME taken over (its old
+    answer forgotten). Returns the row's id, or None when a live claim holds it (a concurrent repeat
+    waits here on the unique index until the first commits)."""
+    table = connection.ops.quote_name(IdempotencyKey._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} AS k (scoped_key, user_id, request_fingerprint, created_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (scoped_key) DO UPDATE SET user_id = EXCLUDED.user_id, "
+            "request_fingerprint = EXCLUDED.request_fingerprint, created_at = EXCLUDED.created_at, "
+            "response_status = NULL, response_body = NULL WHERE k.created_at < %s RETURNING id",
+            [scoped_key, user_pk, fingerprint, now, now - KEY_LIFETIME],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None

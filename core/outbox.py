@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
+import orjson
+import psycopg
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
-from core.db import bulk_insert
+from core.db import Condition, bulk_insert
 from core.models import OutboxEvent
 
 # Every statement that inserts outbox rows NOTIFYs this channel (a trigger, core migration 0001); the
@@ -22,8 +25,26 @@ from core.models import OutboxEvent
 NOTIFY_CHANNEL = "outbox_event"
 
 
-def outbox_enqueue(*, topic: str, key: str, payload: bytes, headers: dict[str, str] | None = None) -> OutboxEvent:
-    return OutboxEvent.objects.create(topic=topic, key=key, payload=payload, headers=headers or {})
+def outbox_enqueue(*, topic: str, key: str, payload: bytes, headers: dict[str, str] | None = None,
+                   only_if: Condition | None = None) -> bool:
+    """One INSERT (the API's accepted notification is this one statement). With `only_if`, the row is
+    written only while that condition holds, decided by the same statement: returns whether it was."""
+    if connection.vendor != "postgresql":  # SQLite, development: check, then write
+        if only_if is not None and not only_if.holds():
+            return False
+        OutboxEvent.objects.create(topic=topic, key=key, payload=payload, headers=headers or {})
+        return True
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    sql = f"INSERT INTO {table} (topic, key, payload, headers, created_at) SELECT %s, %s, %b, %s::jsonb, %s"
+    params = [topic, key, payload, orjson.dumps(headers or {}).decode(), timezone.now()]
+    if only_if is not None:
+        sql += f" WHERE {only_if.sql}"
+        params += only_if.params
+    connection.ensure_connection()
+    # Bound by the server (Django's cursor quotes every value on the client: twice the CPU for this one).
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
 
 
 def outbox_enqueue_many(*, events: Iterable[OutboxEvent]) -> None:

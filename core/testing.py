@@ -5,6 +5,7 @@ transport layer, because only it talks to Kafka."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -79,3 +80,44 @@ def group_committed(logical_group: str) -> dict:
         return admin.list_group_offsets(group)[group]
     finally:
         admin.close()
+
+
+class WireStatements:
+    """What one Django connection sends to PostgreSQL inside a `with` block, read from libpq's own
+    trace of the wire: every statement (Django's cursors, raw psycopg cursors, BEGIN, COMMIT,
+    SAVEPOINT, health checks alike). `statements` lists their texts (a prepared statement executed
+    again shows as `<prepared>`)."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.statements: list[str] = []
+
+    def __enter__(self) -> WireStatements:
+        import tempfile
+
+        import psycopg
+
+        self.connection.ensure_connection()
+        self._file = tempfile.TemporaryFile("w+")
+        self._pgconn = self.connection.connection.pgconn
+        self._pgconn.trace(self._file.fileno())
+        self._pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pgconn.untrace()
+        self._file.seek(0)
+        parsed = ""
+        for line in self._file.read().splitlines():
+            direction, _, kind, *rest = line.split("\t") + [""]
+            if direction != "F":
+                continue
+            if kind == "Query":
+                self.statements.append(rest[0].strip().strip('"'))
+            elif kind == "Parse":
+                parsed = rest[0].strip()
+            elif kind == "Execute":
+                match = re.match(r'\s*"[^"]*" "(.*)" \d+', parsed, re.S)
+                self.statements.append(match.group(1) if match else "<prepared>")
+                parsed = ""
+        self._file.close()

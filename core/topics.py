@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from core import broker
+from core.db import Condition
 from core.messages import CampaignCreated, ChannelRetry, NotificationTask, send_record_decode
 from core.models import OutboxEvent
 from core.outbox import outbox_enqueue, outbox_enqueue_keyed
@@ -37,9 +38,10 @@ class Topic:
         """An unsaved outbox event publishing `message` to this topic."""
         return OutboxEvent(topic=self.logical, key=self.key(message), payload=message.encode())
 
-    def enqueue(self, message) -> None:
-        """Queue `message` for publishing, in the caller's transaction (the relay publishes it)."""
-        outbox_enqueue(topic=self.logical, key=self.key(message), payload=message.encode())
+    def enqueue(self, message, *, only_if: Condition | None = None) -> bool:
+        """Queue `message` for publishing, in the caller's transaction (the relay publishes it); with
+        `only_if`, only while that condition holds (one statement decides): returns whether it was."""
+        return outbox_enqueue(topic=self.logical, key=self.key(message), payload=message.encode(), only_if=only_if)
 
     def enqueue_many(self, messages: Iterable) -> None:
         key = self.key

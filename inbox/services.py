@@ -13,7 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core import clock, scheduler, topics
-from core.db import bulk_copy, bulk_insert, values_for_keys
+from core.db import Condition, bulk_copy, bulk_insert, values_for_keys
 from core.dead_letters import dead_letter_write
 from core.messages import InvalidPayload, NotificationContent, NotificationTask
 from core.models import DeadLetter, DeadLetterReason
@@ -33,11 +33,19 @@ RELEASE = "notification.release"
 SEND_AT_MAX_AHEAD = timedelta(days=366)
 
 
+class NotAccepted(Exception):
+    """The `only_if` condition of a send did not hold: nothing was queued."""
+
+
 def notification_send(*, sender: str, recipient: str, kind: str, message: str, data: dict,
-                      send_at: datetime | None = None) -> NotificationTask:
+                      send_at: datetime | None = None, only_if: Condition | None = None) -> NotificationTask:
     """Accept a user-to-user notification: it is queued in the outbox, keyed by recipient, and its
     id is returned at once; with a `send_at` still ahead, it is held by the scheduler until then. The
-    worker writes it into the recipient's inbox."""
+    worker writes it into the recipient's inbox.
+
+    With `only_if` (the caller's credentials still valid), nothing is queued unless it holds, and
+    NotAccepted is raised; on the outbox path the INSERT itself decides, so an accepted notification
+    stays one statement."""
     task = NotificationTask(
         notification_id=str(uuid.uuid4()),
         recipient=recipient,
@@ -48,11 +56,14 @@ def notification_send(*, sender: str, recipient: str, kind: str, message: str, d
         created_at=timezone.now().isoformat(),
     )
     if send_at is not None and send_at > clock.now():
+        if only_if is not None and not only_if.holds():
+            raise NotAccepted()
         scheduler.schedule(held_item(task, send_at=send_at))
         return task
     # One INSERT in autocommit mode is its own transaction: no BEGIN/COMMIT round trips. Inside a
     # caller's transaction (Idempotency-Key) it joins that one.
-    topics.SEND.enqueue(task)
+    if not topics.SEND.enqueue(task, only_if=only_if):
+        raise NotAccepted()
     return task
 
 

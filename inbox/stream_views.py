@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import JsonResponse, StreamingHttpResponse
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 
@@ -24,6 +24,7 @@ from core.messages import RECIPIENT_ID_REGEX
 from inbox.authentication import (
     RecipientPrincipal,
     RecipientTokenAuthentication,
+    ServiceTokenAuthentication,
     recipient_token_read,
 )
 from inbox.models import Recipient
@@ -59,7 +60,7 @@ def _caller(request) -> tuple[RecipientPrincipal | None, JsonResponse | None]:
     try:
         if token:
             return recipient_token_read(token), None
-        drf_request = Request(request, authenticators=[TokenAuthentication(), RecipientTokenAuthentication(),
+        drf_request = Request(request, authenticators=[ServiceTokenAuthentication(), RecipientTokenAuthentication(),
                                                        SessionAuthentication()])
         user = drf_request.user
     except APIException as exc:

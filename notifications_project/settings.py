@@ -274,7 +274,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = RECIPIENT_UPSERT_MAX_BYTES
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "inbox.authentication.ServiceTokenAuthentication",  # DRF's, remembered per process, checked every use
         "inbox.authentication.RecipientTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

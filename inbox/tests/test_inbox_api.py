@@ -259,3 +259,19 @@ def test_a_bad_unread_count_limit_is_a_400_naming_it(service_client, limit):
     RecipientFactory(external_id="badge")
     answer = service_client.get(f"{INBOX.format('badge')}unread-count/?limit={limit}")
     assert answer.status_code == 400 and "limit" in answer.json(), answer.content
+
+
+def test_the_written_out_output_is_drfs_own(settings):
+    from datetime import datetime, timedelta, timezone as dt_timezone
+
+    from rest_framework import serializers
+
+    from inbox.serializers import NotificationOutput
+
+    read = NotificationFactory(data={"post": 7, "nested": [1, "x"]})
+    read.seen_at = read.read_at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=dt_timezone(timedelta(hours=2)))
+    fresh = NotificationFactory()
+    for notification in (read, fresh):
+        serializer = NotificationOutput(notification)
+        assert serializer.data == serializers.ModelSerializer.to_representation(serializer, notification)
+    assert NotificationOutput(read).data["read_at"] == "2026-03-01T10:00:00.123456Z"

@@ -1,5 +1,6 @@
-"""The api benchmark's ceiling: a DRF view that validates three fields and answers 202, with no
-database and no outbox. Routed only when BENCH_ENDPOINTS is true (the benchmark's own server)."""
+"""The HTTP benchmarks' ceiling: a DRF view that validates three fields and answers 202 (POST), or
+answers a small fixed JSON object (GET, beside the inbox reads), with no authentication and no
+database. Routed only when BENCH_ENDPOINTS is true (the benchmark's own server)."""
 
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -22,3 +23,6 @@ class BareView(APIView):
         serializer = _BareInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         return Response({"status": "accepted"}, status=status.HTTP_202_ACCEPTED)
+
+    def get(self, request):
+        return Response({"count": 0, "capped": False})

@@ -58,25 +58,23 @@ class BenchEnvironment:
         if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
             raise SystemExit("bench: benchmarks run on PostgreSQL; set DATABASE_URL=postgres://...")
         self._database_recreate()
-        if not self.broker_needed:
-            return self
-        if not self.kafka:
-            self.dev_broker = DevBroker(self.workdir / "broker.log").start()
-            self.kafka = self.dev_broker.bootstrap
-        settings.KAFKA_BOOTSTRAP_SERVERS = [self.kafka]
-        settings.KAFKA_TOPIC_PREFIX = f"bench-{uuid.uuid4().hex[:8]}."
-        broker.topics_ensure()
         db = settings.DATABASES["default"]
         env = {
             **os.environ,
             "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{self.db_name}",
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
-            "KAFKA_TOPIC_PREFIX": settings.KAFKA_TOPIC_PREFIX,
             "PYTHONUNBUFFERED": "1",
             "LOG_LEVEL": "INFO",
         }
-        self.processes = ProcessGroup(env, self.workdir)
-        logger.info("bench: database %s, broker %s, logs in %s", self.db_name, self.kafka, self.workdir)
+        if self.broker_needed:
+            if not self.kafka:
+                self.dev_broker = DevBroker(self.workdir / "broker.log").start()
+                self.kafka = self.dev_broker.bootstrap
+            settings.KAFKA_BOOTSTRAP_SERVERS = [self.kafka]
+            settings.KAFKA_TOPIC_PREFIX = f"bench-{uuid.uuid4().hex[:8]}."
+            broker.topics_ensure()
+            env.update(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC_PREFIX=settings.KAFKA_TOPIC_PREFIX)
+        self.processes = ProcessGroup(env, self.workdir)  # servers need no broker (bench inbox)
+        logger.info("bench: database %s, broker %s, logs in %s", self.db_name, self.kafka or "none", self.workdir)
         return self
 
     def __exit__(self, *exc) -> None:

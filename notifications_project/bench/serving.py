@@ -93,19 +93,21 @@ def run_latency(env: BenchEnvironment, *, rate: int, seconds: int) -> list[Resul
     ]
 
 
-_WRK_SCRIPT = """wrk.method = "POST"
+_WRK_POST_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"sender": "bench", "recipient": "api-user", "kind": "like", "message": "hello"}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Token %s"
 """
+_WRK_GET_SCRIPT = """wrk.headers["Authorization"] = "Token %s"
+"""
 
 
-def _wrk(url: str, token: str, *, seconds: int, connections: int) -> tuple[float, float, int]:
+def _wrk(url: str, token: str, *, seconds: int, connections: int, method: str = "POST") -> tuple[float, float, int]:
     """(requests/s, p99 ms, non-2xx responses) from wrk."""
     if not shutil.which("wrk"):
-        raise SystemExit("bench: the api benchmark needs wrk (apt-get install wrk)")
+        raise SystemExit("bench: the HTTP benchmarks need wrk (apt-get install wrk)")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_WRK_SCRIPT % token)
+        script.write((_WRK_POST_SCRIPT if method == "POST" else _WRK_GET_SCRIPT) % token)
     output = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
                             capture_output=True, text=True, timeout=seconds + 60).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
@@ -115,20 +117,43 @@ def _wrk(url: str, token: str, *, seconds: int, connections: int) -> tuple[float
     return rate, p99, int(errors.group(1)) if errors else 0
 
 
+def _beside_bare(name: str, ours: tuple[float, float, int], bare: tuple[float, float, int], note: str) -> list[Result]:
+    """Throughput with bare's as the ceiling (ratio: ours / bare), and p99 with bare's (ratio: ours / bare)."""
+    (rate, p99, errors), (bare_rate, bare_p99, _) = ours, bare
+    logger.info("%s: %.0f req/s, p99 %.1f ms, %d errors (bare DRF: %.0f req/s, p99 %.1f ms)", name, rate, p99, errors,
+                bare_rate, bare_p99)
+    return [
+        Result(name=f"{name} throughput", figure=round(rate), unit="req/s", ceiling=round(bare_rate),
+               ceiling_source="bare DRF endpoint, same server and run", note=f"{note}; {errors} non-2xx"),
+        Result(name=f"{name} p99", figure=round(p99, 1), unit="ms", ceiling=round(bare_p99, 1),
+               ceiling_source="bare DRF endpoint's p99, same run (ratio: ours / bare's)",
+               note=f"bare DRF endpoint p99 {bare_p99:.1f} ms"),
+    ]
+
+
 def run_api(env: BenchEnvironment, *, seconds: int, connections: int, workers: int) -> list[Result]:
     """POST /api/v1/notifications/ under load from wrk, next to a bare DRF endpoint on the same server."""
     env.processes.start("run_relay")  # the outbox drains (a relay alone: no worker competes for the cores)
     api = gunicorn(env, workers=workers, extra_env={"BENCH_ENDPOINTS": "true", "THROTTLE_RATE_SERVICE": ""})
     token = bench_token()
     _wrk(f"{api}/api/v1/notifications/", token, seconds=1, connections=connections)  # warm-up
-    bare_rate, bare_p99, _ = _wrk(f"{api}/api/bench/bare/", token, seconds=seconds, connections=connections)
-    rate, p99, errors = _wrk(f"{api}/api/v1/notifications/", token, seconds=seconds, connections=connections)
-    logger.info("api: %.0f req/s, p99 %.1f ms, %d errors (bare DRF: %.0f req/s, p99 %.1f ms)", rate, p99, errors,
-                bare_rate, bare_p99)
+    bare = _wrk(f"{api}/api/bench/bare/", token, seconds=seconds, connections=connections)
+    ours = _wrk(f"{api}/api/v1/notifications/", token, seconds=seconds, connections=connections)
     note = f"gunicorn {workers} sync workers, wrk {connections} connections, {seconds} s"
-    return [
-        Result(name="api POST /notifications/ throughput", figure=round(rate), unit="req/s", ceiling=round(bare_rate),
-               ceiling_source="bare DRF endpoint, same server and run", note=f"{note}; {errors} non-2xx"),
-        Result(name="api POST /notifications/ p99", figure=round(p99, 1), unit="ms",
-               note=f"bare DRF endpoint p99 {bare_p99:.1f} ms"),
-    ]
+    return _beside_bare("api POST /notifications/", ours, bare, note)
+
+
+def run_inbox_http(env: BenchEnvironment, *, recipient: str, seconds: int, connections: int, workers: int) -> list[Result]:
+    """The inbox reads a page load makes (the newest page, the badge's capped unread count) through
+    gunicorn under wrk, each next to a bare DRF GET on the same server, measured just before it."""
+    api = gunicorn(env, workers=workers, extra_env={"BENCH_ENDPOINTS": "true", "THROTTLE_RATE_SERVICE": ""})
+    token = bench_token()
+    base = f"{api}/api/v1/recipients/{recipient}/notifications/"
+    note = f"gunicorn {workers} sync workers, wrk {connections} connections, {seconds} s"
+    results = []
+    for name, url in [("inbox GET newest page (50)", base), ("inbox GET unread count ?limit=99", f"{base}unread-count/?limit=99")]:
+        _wrk(url, token, seconds=1, connections=connections, method="GET")  # warm-up
+        bare = _wrk(f"{api}/api/bench/bare/", token, seconds=seconds, connections=connections, method="GET")
+        ours = _wrk(url, token, seconds=seconds, connections=connections, method="GET")
+        results += _beside_bare(name, ours, bare, note)
+    return results

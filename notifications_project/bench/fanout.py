@@ -61,7 +61,7 @@ def campaign_run(client: APIClient, segment: dict, *, timeout: float, sampler: M
     return wait_for(completed, timeout=timeout, what=f"campaign {campaign_id} to complete")
 
 
-def run(env: BenchEnvironment, *, recipients: int, workers: int = 1) -> list[Result]:
+def run(env: BenchEnvironment, *, recipients: int, workers: int = 1, peer: bool = False) -> list[Result]:
     logger.info("fanout: seeding %d recipients", recipients)
     recipients_seed(recipients)
     dispatcher = env.processes.start("run_dispatcher")
@@ -87,7 +87,7 @@ def run(env: BenchEnvironment, *, recipients: int, workers: int = 1) -> list[Res
     ceiling = raw_pipeline_rate(count=recipients)
     logger.info("fanout: raw kafka-python -> PostgreSQL pipeline: %.0f records/s", ceiling)
     mb = 1024 * 1024
-    return [
+    results = [
         Result(
             name=f"fanout {recipients:,} recipients, {workers} worker(s)",
             figure=round(rate),
@@ -104,5 +104,31 @@ def run(env: BenchEnvironment, *, recipients: int, workers: int = 1) -> list[Res
                 note=f"at start {sampler.start[name] / mb:.1f} MB",
             )
             for name in sampler.peak
+        ),
+    ]
+    if peer:
+        results += peer_results(env, rate=rate, recipients=recipients)
+    return results
+
+
+def peer_results(env: BenchEnvironment, *, rate: float, recipients: int) -> list[Result]:
+    """The Celery peer to the same directory, after ours, on the same PostgreSQL server."""
+    from notifications_project.bench import peer_celery  # Celery is this benchmark's dependency only
+
+    peer_rate = peer_celery.peer_run(env.processes, connection, recipients=recipients)
+    return [
+        Result(
+            name="peer: Celery on Redis, 1,000 a task",
+            figure=round(peer_rate),
+            unit="recipients/s",
+            note="2 prefork workers; campaign INSERT -> all rows committed, same run",
+        ),
+        Result(
+            name="fanout ours / peer",
+            figure=round(rate),
+            unit="recipients/s",
+            ceiling=round(peer_rate),
+            ceiling_source="Celery on Redis, 1,000 recipients a task, same run",
+            note=f"the peer is {peer_rate / rate:.1f}x ours",
         ),
     ]

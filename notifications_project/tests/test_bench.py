@@ -11,14 +11,14 @@ from django.db import connection
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
-def _bench(name: str, tmp_path) -> list[dict]:
+def _bench(name: str, tmp_path, *options: str) -> list[dict]:
     settings_dict = connection.settings_dict
     database_url = (
         f"postgres://{settings_dict['USER']}:{settings_dict['PASSWORD']}@{settings_dict['HOST'] or '127.0.0.1'}:"
         f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
     )
     result = subprocess.run(
-        [sys.executable, "manage.py", "bench", name, "--quick", "--json", str(tmp_path / "results.json")],
+        [sys.executable, "manage.py", "bench", name, "--quick", *options, "--json", str(tmp_path / "results.json")],
         cwd=BASE_DIR,
         env={**os.environ, "DATABASE_URL": database_url},
         capture_output=True,
@@ -32,11 +32,15 @@ def _bench(name: str, tmp_path) -> list[dict]:
 
 @pytest.mark.pipeline
 def test_fanout_benchmark_runs_in_quick_mode(db, tmp_path):
-    results = _bench("fanout", tmp_path)
+    """With the Celery peer (--peer): it fails unless the peer wrote one row per recipient."""
+    *results, peer, versus = _bench("fanout", tmp_path, "--peer")
     throughput = results[0]
     assert throughput["unit"] == "recipients/s" and throughput["figure"] > 0
     assert throughput["ceiling"] and throughput["ratio"] == round(throughput["figure"] / throughput["ceiling"], 3)
     assert {r["unit"] for r in results[1:]} == {"MB"}
+    assert peer["name"].startswith("peer: Celery") and peer["unit"] == "recipients/s" and peer["figure"] > 0
+    assert (versus["figure"], versus["ceiling"]) == (throughput["figure"], peer["figure"])
+    assert versus["ratio"] == round(throughput["figure"] / peer["figure"], 3)
 
 
 @pytest.mark.pipeline

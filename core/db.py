@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import select
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -38,18 +38,24 @@ def bulk_insert(
     rows: Sequence[tuple],
     ignore_conflicts_on: str | None = None,
     returning: str | Sequence[str] | None = None,
+    same: Mapping[str, object] | None = None,
 ) -> list[tuple]:
     """Insert rows (tuples in `columns` order, by field name); optionally skip rows whose
     `ignore_conflicts_on` column conflicts, and return the `returning` column(s) of inserted rows
-    (in no promised order: match them by value, not by position).
+    (in no promised order: match them by value, not by position). `same` gives columns whose value
+    is the same in every row: bound once, not once per row (a campaign's content in its inbox rows).
 
     Values go to the database as they are: JSON fields take Python objects, foreign keys their ids.
     """
     if not rows:
         return []
+    same = dict(same or {})
+    if same and connection.vendor != "postgresql":  # the VALUES path below: spelled out in each row
+        columns, rows, same = (*columns, *same), [(*row, *same.values()) for row in rows], {}
     fields = [model._meta.get_field(name) for name in columns]
+    same_fields = [model._meta.get_field(name) for name in same]
     table = connection.ops.quote_name(model._meta.db_table)
-    column_sql = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    column_sql = ", ".join(connection.ops.quote_name(f.column) for f in [*fields, *same_fields])
     suffix = ""
     if ignore_conflicts_on:
         suffix += f" ON CONFLICT ({connection.ops.quote_name(model._meta.get_field(ignore_conflicts_on).column)}) DO NOTHING"
@@ -62,10 +68,14 @@ def bulk_insert(
         if json_columns:
             rows = [tuple(_json(v) if i in json_columns else v for i, v in enumerate(row)) for row in rows]
         arrays = ", ".join(f"%b::{_array_type(f)}" for f in fields)  # binary: no text escaping
-        sql = f"INSERT INTO {table} ({column_sql}) SELECT * FROM unnest({arrays}){suffix}"
+        scalars = "".join(f", %s::{_array_type(f)[:-2]}" for f in same_fields)
+        sql = f"INSERT INTO {table} ({column_sql}) SELECT u.*{scalars} FROM unnest({arrays}) AS u{suffix}"
+        # The statement's order: the same values (in the SELECT list) first, then the arrays.
+        params = [_json(v) if isinstance(f, models.JSONField) else v for f, v in zip(same_fields, same.values())]
+        params += [list(column) for column in zip(*rows)]
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:  # server-side binding
-            cursor.execute(sql, [list(column) for column in zip(*rows)])
+            cursor.execute(sql, params)
             return cursor.fetchall() if returning else []
 
     placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"

@@ -160,11 +160,12 @@ def _ledger_claim(*, entries: Sequence[tuple[NotificationTask, str, str]], settl
     primary key arbitrates: a row already there (or being inserted by a concurrent transaction, which
     we then wait for) is not ours.
     """
-    rows = [(t.notification_id, t.recipient, t.campaign_id, outcome, reason, settled_at) for t, outcome, reason in entries]
+    rows = [(t.notification_id, t.recipient, t.campaign_id, outcome, reason) for t, outcome, reason in entries]
     inserted = bulk_insert(
         model=Delivery,
-        columns=("notification_id", "recipient_external_id", "campaign_id", "outcome", "reason", "settled_at"),
+        columns=("notification_id", "recipient_external_id", "campaign_id", "outcome", "reason"),
         rows=rows,
+        same={"settled_at": settled_at},
         ignore_conflicts_on="notification_id",
         returning="notification_id",
     )

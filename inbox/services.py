@@ -113,8 +113,22 @@ class InboxRow(NamedTuple):
 
 
 def notifications_insert(*, rows: Sequence[InboxRow], delivered_at: datetime) -> None:
-    """Write inbox rows in one statement. The caller has claimed their ids in the ledger, so none can
-    exist already."""
+    """Write inbox rows. The caller has claimed their ids in the ledger, so none can exist already.
+
+    Rows that share one content (a campaign's, the same object) go in one statement that binds the
+    content once; the others by COPY."""
+    shared: dict[int, list[InboxRow]] = {}
+    for row in rows:
+        if row.content.campaign_id is not None:
+            shared.setdefault(id(row.content), []).append(row)
+    for group in shared.values():
+        c = group[0].content
+        bulk_insert(
+            model=Notification, columns=("notification_id", "recipient"),
+            rows=[(row.notification_id, row.recipient_pk) for row in group],
+            same={"kind": c.kind, "sender": c.sender, "title": c.title, "message": c.message, "data": c.data,
+                  "campaign_id": c.campaign_id, "created_at": c.created_at, "delivered_at": delivered_at},
+        )
     bulk_copy(
         model=Notification,
         columns=("notification_id", "recipient", "kind", "sender", "title", "message", "data", "campaign_id",
@@ -124,6 +138,7 @@ def notifications_insert(*, rows: Sequence[InboxRow], delivered_at: datetime) ->
              c.created_at, delivered_at)
             for row in rows
             for c in (row.content,)
+            if c.campaign_id is None
         ],
     )
 

@@ -105,9 +105,11 @@ class Activity:
         was_idle, self.idle, self.last_active = self.idle, False, now
         return was_idle
 
-    def quiet(self, *, now: float) -> bool:
-        """A poll with nothing: True when the loop goes idle now (and only then)."""
-        if self.idle or not self.can_idle or now - self.last_active < self.idle_after:
+    def quiet(self, *, now: float, in_group: bool) -> bool:
+        """A poll with nothing: True when the loop goes idle now (and only then). Never before the
+        member holds an assignment, nor during a rebalance (`in_group` False): joining a group takes
+        polls at full pace."""
+        if self.idle or not self.can_idle or not in_group or now - self.last_active < self.idle_after:
             return False
         self.idle = True
         return True
@@ -205,11 +207,12 @@ class BatchConsumer:
                     self._wake(now, "partitions assigned")
                     self._rewind_to_committed()  # what this poll returned is read again from there
                     continue
-                if batches or notified:
-                    self._wake(now, "records" if batches else "an outbox NOTIFY")
+                in_group = bool(self.consumer.assignment()) and not self.assignment_watch.rejoining
+                if batches or notified or not in_group:
+                    self._wake(now, "records" if batches else "an outbox NOTIFY" if notified else "a rebalance")
                 if batches:
                     self._process(batches)
-                elif self.activity.quiet(now=now):
+                elif self.activity.quiet(now=now, in_group=in_group):
                     self.listener.drain()  # what they announced was read while active
                     logger.info("%s: idle after %.1f s without records; fetching again on an outbox NOTIFY, "
                                 "and once every %.1f s", self.name, self.activity.idle_after,

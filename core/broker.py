@@ -72,12 +72,14 @@ class AssignmentWatch(ConsumerRebalanceListener):
 
     def __init__(self) -> None:
         self.changed = False
+        self.rejoining = False  # a rebalance began: an idle loop polls at full pace until it ends
 
     def on_partitions_revoked(self, revoked) -> None:
-        pass
+        self.rejoining = True
 
     def on_partitions_assigned(self, assigned) -> None:
         self.changed = True
+        self.rejoining = False
 
 
 def consumer_create(

@@ -12,6 +12,15 @@ waited out with the partitions paused while the loop keeps polling, so the proce
 
 Nothing here waits for a time: work that waits is the scheduler's (`core.scheduler`). SIGTERM/SIGINT
 set a flag: the batch in hand is finished and committed, then the consumer leaves its group.
+
+Idle costs nothing: after CONSUMER_IDLE_AFTER_SECONDS without records, the loop stops fetching
+continuously (each fetch waits at most KAFKA_FETCH_MAX_WAIT_MS, which is short for brokers that do
+not wake a waiting fetch when data arrives). It waits for the outbox's NOTIFY instead (almost every
+record we consume went through the outbox a few milliseconds earlier), and polls once every
+CONSUMER_IDLE_CHECK_SECONDS: that poll keeps the group membership and answers rebalances, and sends
+one fetch, whose answer the next poll reads; so records from producers that bypass the outbox are
+read within two checks. A NOTIFY, any record, or any assignment makes the loop active again (the
+first fetches of newly assigned partitions, offset lookups first, run at full pace).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from core import broker
 from core.failures import Backoff, FailureKind, describe, failure_kind
 from core.messages import Envelope, InvalidPayload, InvalidRecord, Origin, Pack
+from core.outbox import OutboxListener
 from core.topics import Topic
 
 logger = logging.getLogger(__name__)
@@ -78,6 +88,31 @@ class Heartbeat:
         if self.path is not None and now - self._last >= 1.0:
             self.path.touch()
             self._last = now
+
+
+class Activity:
+    """Whether a consume loop is active (fetching continuously) or idle (waiting for a NOTIFY, polling
+    once a check). Pure: the loop tells it what happened and when (monotonic seconds)."""
+
+    def __init__(self, *, idle_after: float, can_idle: bool, now: float) -> None:
+        self.idle_after = idle_after
+        self.can_idle = can_idle  # False without a wake-up (SQLite has no NOTIFY): always active
+        self.last_active = now
+        self.idle = False
+
+    def woke(self, *, now: float) -> bool:
+        """Records, a NOTIFY or an assignment: active from now on. True when it was idle."""
+        was_idle, self.idle, self.last_active = self.idle, False, now
+        return was_idle
+
+    def quiet(self, *, now: float, in_group: bool) -> bool:
+        """A poll with nothing: True when the loop goes idle now (and only then). Never before the
+        member holds an assignment, nor during a rebalance (`in_group` False): joining a group takes
+        polls at full pace."""
+        if self.idle or not self.can_idle or not in_group or now - self.last_active < self.idle_after:
+            return False
+        self.idle = True
+        return True
 
 
 @dataclass(frozen=True)
@@ -149,6 +184,9 @@ class BatchConsumer:
         self.process_name = f"{name}@{socket.gethostname()}:{os.getpid()}"
         self._last_status = 0.0
         self._last_keep_alive = 0.0
+        self.listener = OutboxListener(name=name)
+        self.activity = Activity(idle_after=settings.CONSUMER_IDLE_AFTER_SECONDS, can_idle=self.listener.can_wake,
+                                 now=time.monotonic())
 
     def run(self) -> None:
         started = last_log = time.monotonic()
@@ -156,17 +194,30 @@ class BatchConsumer:
         try:
             while not self.stop.is_set():
                 self.heartbeat.beat()
+                idle = self.activity.idle
+                # Idle: wait for the outbox's NOTIFY (or the check's time), then one poll (see the docstring).
+                notified = idle and self.listener.wait(settings.CONSUMER_IDLE_CHECK_SECONDS)
                 try:
-                    batches = self.consumer.poll(timeout_ms=500)
+                    batches = self.consumer.poll(timeout_ms=0 if idle else 500)
                 except KafkaError as exc:  # the broker is away: the client reconnects by itself
                     logger.warning("%s: poll failed (%s); trying again", self.name, exc)
                     self.stop.wait(1.0)
                     continue
+                now = time.monotonic()
                 if self.assignment_watch.changed:
+                    self._wake(now, "partitions assigned")
                     self._rewind_to_committed()  # what this poll returned is read again from there
                     continue
+                in_group = bool(self.consumer.assignment()) and not self.assignment_watch.rejoining
+                if batches or notified or not in_group:
+                    self._wake(now, "records" if batches else "an outbox NOTIFY" if notified else "a rebalance")
                 if batches:
                     self._process(batches)
+                elif self.activity.quiet(now=now, in_group=in_group):
+                    self.listener.drain()  # what they announced was read while active
+                    logger.info("%s: idle after %.1f s without records; fetching again on an outbox NOTIFY, "
+                                "and once every %.1f s", self.name, self.activity.idle_after,
+                                settings.CONSUMER_IDLE_CHECK_SECONDS)
                 self._report_status()
                 self._watch_topics()
                 now = time.monotonic()
@@ -183,8 +234,13 @@ class BatchConsumer:
                 self.name, self.records_total, time.monotonic() - started,
             )
             self.topic_watch.close()
+            self.listener.close()
             self.consumer.close(autocommit=False)
             self.on_status(self._status(lag={}, stopped=True))
+
+    def _wake(self, now: float, why: str) -> None:
+        if self.activity.woke(now=now):
+            logger.debug("%s: active again (%s)", self.name, why)
 
     def keep_alive(self) -> None:
         """For a handler that holds the loop a long time (a fan-out, between its pages): poll once with

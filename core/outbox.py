@@ -8,6 +8,8 @@ broker gave them, so that a broker that lost them (a topic recreated) is sent th
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -23,6 +25,66 @@ from core.models import OutboxEvent
 # Every statement that inserts outbox rows NOTIFYs this channel (a trigger, core migration 0001); the
 # relay LISTENs. SQLite has no NOTIFY: there the relay polls.
 NOTIFY_CHANNEL = "outbox_event"
+
+logger = logging.getLogger(__name__)
+
+
+class OutboxListener:
+    """Waits for the NOTIFY of an outbox insert, on a connection of its own (autocommit, LISTEN).
+
+    The relay waits on one to publish at once; an idle consumer (`core.consumer`) waits on one to
+    fetch again at once, since nearly every record our topics receive went through the outbox first.
+    On SQLite there is no NOTIFY: `wait` sleeps at most `poll_interval` and answers False, and
+    `can_wake` is False. A listener that lost its connection (the database went away) polls the same
+    way and listens again at the next wait."""
+
+    def __init__(self, *, name: str, poll_interval: float = 0.2) -> None:
+        self.name = name
+        self.poll_interval = poll_interval
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def can_wake(self) -> bool:
+        return connection.vendor == "postgresql"
+
+    def wait(self, timeout: float) -> bool:
+        """Block until an outbox insert is notified (True) or `timeout` seconds pass (False). Every
+        notification that arrived before the call counts, so none is missed between two waits."""
+        if not self.can_wake:
+            time.sleep(min(timeout, self.poll_interval))
+            return False
+        try:
+            conn = self._connect()
+            return any(True for _ in conn.notifies(timeout=max(timeout, 0.0), stop_after=1))
+        except psycopg.Error as exc:
+            # The database went away under the listener: poll until it is back, then listen again.
+            logger.warning("%s: lost the LISTEN connection (%s); polling", self.name, str(exc).strip())
+            self.close()
+            time.sleep(min(timeout, self.poll_interval))
+            return False
+
+    def drain(self) -> None:
+        """Forget the notifications received so far (work they announced has been looked at)."""
+        if self._conn is None or self._conn.closed:
+            return
+        try:
+            for _ in self._conn.notifies(timeout=0.0):
+                pass
+        except psycopg.Error:
+            self.close()
+
+    def _connect(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            params = connection.get_connection_params()
+            params.pop("cursor_factory", None)
+            self._conn = psycopg.connect(**params, autocommit=True)
+            self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
 
 
 def outbox_enqueue(*, topic: str, key: str, payload: bytes, headers: dict[str, str] | None = None,

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import psycopg
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
@@ -40,7 +39,7 @@ from core.failures import (
 from core.messages import DEAD_LETTER_PAYLOAD_BYTES
 from core.models import DeadLetter, DeadLetterReason, OutboxEvent
 from core.outbox import (
-    NOTIFY_CHANNEL,
+    OutboxListener,
     outbox_enqueue_many,
     outbox_republish_recent,
 )
@@ -76,7 +75,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self._producer: KafkaProducer | None = None
         self._made_at_losses = 0
-        self._listen_conn: psycopg.Connection | None = None
+        self.listener = OutboxListener(name="relay", poll_interval=poll_interval)
 
     @property
     def producer(self) -> KafkaProducer:
@@ -129,24 +128,7 @@ class OutboxRelay:
 
     def wait_for_events(self, timeout: float) -> None:
         """Block until an insert is notified (PostgreSQL) or the timeout passes (the poll interval on SQLite)."""
-        if connection.vendor != "postgresql":
-            time.sleep(min(timeout, self.poll_interval))
-            return
-        try:
-            if self._listen_conn is None or self._listen_conn.closed:
-                params = connection.get_connection_params()
-                params.pop("cursor_factory", None)
-                self._listen_conn = psycopg.connect(**params, autocommit=True)
-                self._listen_conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            for _ in self._listen_conn.notifies(timeout=timeout, stop_after=1):
-                break
-        except psycopg.Error as exc:
-            # The database went away under the listener: poll until it is back, then listen again.
-            logger.warning("relay: lost the LISTEN connection (%s); polling", str(exc).strip())
-            if self._listen_conn is not None:
-                self._listen_conn.close()
-            self._listen_conn = None
-            time.sleep(min(timeout, self.poll_interval))
+        self.listener.wait(timeout)
 
     def backlog(self) -> int:
         return OutboxEvent.objects.pending().count()
@@ -161,8 +143,7 @@ class OutboxRelay:
         producer_discard(producer)
 
     def close(self) -> None:
-        if self._listen_conn is not None:
-            self._listen_conn.close()
+        self.listener.close()
         if self._producer is not None:
             try:
                 self._producer.close(timeout=5)

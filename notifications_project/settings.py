@@ -92,6 +92,11 @@ KAFKA_SESSION_TIMEOUT_MS = _setting("KAFKA_SESSION_TIMEOUT_MS", env.int, default
 KAFKA_HEARTBEAT_INTERVAL_MS = _setting("KAFKA_HEARTBEAT_INTERVAL_MS", env.int, default=1000, check=_positive)
 # A waiting fetch is not woken by new data on every broker: keep the wait short (low latency).
 KAFKA_FETCH_MAX_WAIT_MS = _setting("KAFKA_FETCH_MAX_WAIT_MS", env.int, default=5, check=_positive)
+# Idle consumers (core/consumer.py): after CONSUMER_IDLE_AFTER_SECONDS without records a consumer stops
+# fetching continuously; it fetches again at once on the outbox's NOTIFY (PostgreSQL), and polls once
+# every CONSUMER_IDLE_CHECK_SECONDS (group membership, and records from producers that bypass the outbox).
+CONSUMER_IDLE_AFTER_SECONDS = _setting("CONSUMER_IDLE_AFTER_SECONDS", env.float, default=2.0, check=_positive)
+CONSUMER_IDLE_CHECK_SECONDS = _setting("CONSUMER_IDLE_CHECK_SECONDS", env.float, default=1.0, check=_positive)
 KAFKA_PRODUCER_LINGER_MS = _setting("KAFKA_PRODUCER_LINGER_MS", env.int, default=5, check=lambda v: v >= 0)
 KAFKA_PRODUCER_BATCH_BYTES = _setting("KAFKA_PRODUCER_BATCH_BYTES", env.int, default=512 * 1024, check=_positive)
 

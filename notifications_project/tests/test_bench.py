@@ -87,3 +87,16 @@ def test_api_benchmark_runs_in_quick_mode(db, tmp_path):
     assert throughput["unit"] == "req/s" and throughput["figure"] > 0 and throughput["ceiling"] > 0
     assert "; 0 non-2xx" in throughput["note"]
     assert p99["unit"] == "ms"
+
+
+@pytest.mark.pipeline
+def test_idle_benchmark_runs_in_quick_mode(db, tmp_path):
+    results = _bench("idle", tmp_path)
+    by_name = {r["name"]: r for r in results}
+
+    assert {"idle CPU worker", "idle CPU dispatcher", "idle CPU api", "idle CPU whole stack"} <= set(by_name)
+    parts = [r["figure"] for name, r in by_name.items() if name.startswith("idle CPU ") and name != "idle CPU whole stack"]
+    assert by_name["idle CPU whole stack"]["figure"] == pytest.approx(sum(parts), abs=0.05)
+    assert by_name["idle CPU whole stack"]["ceiling"] == 3.0  # the target, as the ratio's denominator
+    first = by_name["first notification after quiet -> row"]
+    assert first["unit"] == "ms" and first["figure"] > 0 and first["ceiling"] > 0

@@ -2,7 +2,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from notifications_project.bench import fanout, inbox, serving
+from notifications_project.bench import fanout, idle, inbox, serving
 from notifications_project.bench.harness import BenchEnvironment, results_write
 
 BENCHMARKS = {
@@ -11,6 +11,7 @@ BENCHMARKS = {
              "in process, beside django-notifications'); then the newest page and the capped unread count through "
              "gunicorn under wrk (req/s, p99), next to a bare DRF GET",
     "latency": "user-to-user at 100/s for 30 s: API answered -> row written, and -> SSE event received (p99 ms)",
+    "idle": "the whole stack 20 s after the last traffic: CPU over 30 s (% of a core), and the first notification after a quiet minute (ms)",
     "api": "POST /api/v1/notifications/ under load from wrk (req/s, p99), next to a bare DRF endpoint",
 }
 
@@ -49,6 +50,9 @@ class Command(BaseCommand):
                 results = serving.run_latency(env, rate=100, seconds=3 if quick else 30)
             if name == "api":
                 results = serving.run_api(env, seconds=3 if quick else 30, connections=16, workers=4)
+            if name == "idle":
+                results = idle.run(env, quiet=3 if quick else 20, measure=3 if quick else 30,
+                                   before_first=0 if quick else 10)
             if name == "fanout":
                 count = recipients or (2_000 if quick else 100_000)
                 if count < 1:

@@ -38,9 +38,10 @@ class OutboxListener:
     `can_wake` is False. A listener that lost its connection (the database went away) polls the same
     way and listens again at the next wait."""
 
-    def __init__(self, *, name: str, poll_interval: float = 0.2) -> None:
+    def __init__(self, *, name: str, poll_interval: float = 0.2, channel: str = NOTIFY_CHANNEL) -> None:
         self.name = name
         self.poll_interval = poll_interval
+        self.channel = channel  # another channel than the outbox's: the scheduler's (core.scheduler)
         self._conn: psycopg.Connection | None = None
 
     @property
@@ -78,7 +79,7 @@ class OutboxListener:
             params = connection.get_connection_params()
             params.pop("cursor_factory", None)
             self._conn = psycopg.connect(**params, autocommit=True)
-            self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._conn.execute(f"LISTEN {self.channel}")
         return self._conn
 
     def close(self) -> None:

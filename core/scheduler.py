@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,8 +41,12 @@ from core import clock
 from core.db import bulk_insert
 from core.failures import Backoff, describe
 from core.models import ScheduledItem
+from core.outbox import OutboxListener
 
 logger = logging.getLogger(__name__)
+
+# `schedule` NOTIFYs this channel (at commit); a DueLoop LISTENs, so it can sleep until the next due item.
+NOTIFY_CHANNEL = "scheduled_item"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,8 @@ class Item:
 
 def schedule(*items: Item) -> int:
     """Schedule items; a key already scheduled is left as it is. Returns how many were added.
-    Joins the caller's transaction, so an item exists exactly when what scheduled it committed."""
+    Joins the caller's transaction, so an item exists exactly when what scheduled it committed, and
+    the loops that sleep until the next due item (DueLoop) are told then (NOTIFY, sent at commit)."""
     now = clock.now()
     inserted = bulk_insert(
         model=ScheduledItem,
@@ -77,7 +83,19 @@ def schedule(*items: Item) -> int:
         ignore_conflicts_on="key",
         returning="id",
     )
+    if inserted and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
     return len(inserted)
+
+
+def seconds_until_next_due(*, at_least: float, at_most: float) -> float:
+    """How long a loop with nothing due may sleep: until the earliest item (of any kind, leased ones
+    included: a lease that runs out is due again), within [at_least, at_most]."""
+    earliest = ScheduledItem.objects.order_by("due_at").values_list("due_at", flat=True).first()
+    if earliest is None:
+        return at_most
+    return min(max((earliest - clock.now()).total_seconds(), at_least), at_most)
 
 
 def release(*, kind: str, limit: int, lease: timedelta | None = None, busy_lanes: Iterable[str] = ()) -> list[Due]:
@@ -146,8 +164,10 @@ def _by_release(items: Sequence[Due]) -> dict[int, list[int]]:
 class DueLoop:
     """A thread that releases due items through `handlers`: each takes `limit=` and releases up to
     that many items of its kind inside one transaction with their effects, returning how many. A
-    handler that returns a full batch is called again at once; otherwise the loop looks again every
-    SCHEDULER_POLL_SECONDS. A failure (an outage) is logged and tried again with backoff."""
+    handler that returns a full batch is called again at once; otherwise the loop sleeps until the
+    next item is due (at least SCHEDULER_POLL_SECONDS, at most SCHEDULER_IDLE_SECONDS), woken at once
+    when any process schedules an item (NOTIFY). A failure (an outage) is logged and tried again with
+    backoff."""
 
     BATCH = 2000
 
@@ -156,12 +176,26 @@ class DueLoop:
         self.handlers = handlers
         self.stop = stop
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.listener = OutboxListener(name=name, channel=NOTIFY_CHANNEL, poll_interval=settings.SCHEDULER_POLL_SECONDS)
 
     def start(self) -> None:
         self.thread.start()
 
     def join(self) -> None:
         self.thread.join()
+
+    def _sleep(self) -> None:
+        """Until the next due item or a NOTIFY of a new one; in slices of a second, so a stop is quick."""
+        self.listener.drain()  # items scheduled before this point were looked at by the pass just made
+        try:
+            seconds = seconds_until_next_due(at_least=settings.SCHEDULER_POLL_SECONDS,
+                                             at_most=settings.SCHEDULER_IDLE_SECONDS)
+        except Exception:  # noqa: BLE001 - the database is away: the next pass says so, with backoff
+            seconds = settings.SCHEDULER_POLL_SECONDS
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            if self.listener.wait(min(remaining, 1.0)):
+                return
 
     def _run(self) -> None:
         backoff = Backoff()
@@ -184,6 +218,7 @@ class DueLoop:
                     continue
                 backoff = Backoff()
                 if not busy:
-                    self.stop.wait(settings.SCHEDULER_POLL_SECONDS)
+                    self._sleep()
         finally:
+            self.listener.close()
             connection.close()

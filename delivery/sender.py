@@ -74,6 +74,10 @@ class Sender:
                 try:
                     self._record_finished()
                     released = self._release()
+                    # Nothing to send: sleep until the next send is due (a retry, a lease that runs out),
+                    # SCHEDULER_IDLE_SECONDS at most, unless this worker schedules one or a send ends.
+                    pause = 0.0 if released else scheduler.seconds_until_next_due(
+                        at_least=settings.SCHEDULER_POLL_SECONDS, at_most=settings.SCHEDULER_IDLE_SECONDS)
                 except Exception as exc:  # noqa: BLE001 - an outage: wait and try again
                     delay = backoff.next()
                     logger.warning("sender: %s; trying again in %.1f s", describe(exc), delay)
@@ -82,8 +86,8 @@ class Sender:
                     self.stop.wait(delay)
                     continue
                 backoff = Backoff()
-                if not released:
-                    self.wake.wait(settings.SCHEDULER_POLL_SECONDS)
+                if pause:
+                    self.wake.wait(pause)
         finally:
             self.pool.shutdown(wait=True)  # sends in flight end within their time-outs
             with contextlib.suppress(Exception):

@@ -120,8 +120,11 @@ CLOCK_OFFSET_SECONDS = _setting("CLOCK_OFFSET_SECONDS", env.float, default=0.0)
 if CLOCK_OFFSET_SECONDS and not DEBUG:
     raise SystemExit("Configuration error: CLOCK_OFFSET_SECONDS moves the scheduler's clock for development and "
                      "tests only; it needs DEBUG=true (every worker reads the times it writes).")
-# How often a worker looks for due items when nothing woke it (new items wake it at once).
+# How often a worker looks for due items while some are due but cannot go yet (a busy endpoint host).
 SCHEDULER_POLL_SECONDS = _setting("SCHEDULER_POLL_SECONDS", env.float, default=0.5, check=_positive)
+# With nothing due, the scheduler's loops sleep until the next due item, this long at most (an item
+# scheduled by any process wakes the due loop at once; the sender is woken by its own worker).
+SCHEDULER_IDLE_SECONDS = _setting("SCHEDULER_IDLE_SECONDS", env.float, default=5.0, check=_positive)
 
 # --- Retention (delivery.retention: a thread of run_worker, or `manage.py purge`) ------------------
 # Every RETENTION_PURGE_INTERVAL_SECONDS the worker deletes, RETENTION_PURGE_BATCH_SIZE rows per

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection, transaction
 
+from conftest import wait_until
 from core import clock, scheduler
 from core.models import OutboxEvent, ScheduledItem
 from core.scheduler import Item
@@ -128,3 +129,38 @@ def test_concurrent_releases_share_the_items_and_none_is_released_twice():
     assert len(effects) == len(set(effects)) == 2000
     assert OutboxEvent.objects.count() == 2000
     assert not ScheduledItem.objects.exists()
+
+
+@pytest.mark.django_db
+def test_with_nothing_due_a_loop_sleeps_until_the_next_item_within_its_bounds():
+    assert scheduler.seconds_until_next_due(at_least=0.5, at_most=5.0) == 5.0  # nothing scheduled
+    scheduler.schedule(_item("later", due_in=3600))
+    assert scheduler.seconds_until_next_due(at_least=0.5, at_most=5.0) == 5.0
+    scheduler.schedule(_item("soon", due_in=2))
+    assert 1.5 < scheduler.seconds_until_next_due(at_least=0.5, at_most=5.0) <= 2.0
+    with clock.moved(seconds=10):  # due already (waiting for a busy lane, say): the shortest pause
+        assert scheduler.seconds_until_next_due(at_least=0.5, at_most=5.0) == 0.5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sleeping_due_loop_wakes_when_any_process_schedules_an_item():
+    released: list[int] = []
+    stop = threading.Event()
+
+    def handler(*, limit: int) -> int:
+        with transaction.atomic():
+            items = scheduler.release(kind=KIND, limit=limit)
+            scheduler.done(items)
+        released.append(len(items))
+        return len(items)
+
+    loop = scheduler.DueLoop(name="test-loop", handlers=[handler], stop=stop)
+    loop.start()
+    try:
+        wait_until(lambda: len(released) >= 1, what="the first pass")  # nothing; then it sleeps 5 s
+        scheduler.schedule(_item("now"))  # committed at once, as by another process
+        wait_until(lambda: sum(released) == 1, timeout=3, what="the item released before the 5 s sleep ends")
+    finally:
+        stop.set()
+        loop.join()
+

@@ -23,6 +23,9 @@ RECIPIENT_ID_MAX_LENGTH = 128
 RECIPIENT_ID_REGEX = r"^[^\s/]{1,128}$"
 MAX_RETRY_DELAY_SECONDS = 86_400
 MAX_PAYLOAD_BYTES = 1024 * 1024
+# PostgreSQL cannot store NUL in text: an id holding one could never be settled, and made storable
+# (U+FFFD) for its dead letter it could name, and so settle, another recipient's real notification.
+NUL_IN_ID = "ids must not contain NUL"
 # A campaign chunk's recipients at most (DISPATCHER_CHUNK_SIZE is checked against it).
 CHUNK_MAX_RECIPIENTS = 5000
 # A dead-letter record keeps at most this much of the record it speaks of: under Apache Kafka's default
@@ -137,6 +140,8 @@ class NotificationTask:
             if len(notification_id) > NOTIFICATION_ID_MAX_LENGTH or len(recipient) > RECIPIENT_ID_MAX_LENGTH:
                 raise InvalidPayload(f"id over {NOTIFICATION_ID_MAX_LENGTH} or recipient over "
                                      f"{RECIPIENT_ID_MAX_LENGTH} characters")
+            if "\x00" in notification_id or "\x00" in recipient:
+                raise InvalidPayload(NUL_IN_ID)
             if "campaign" in body:
                 campaign_id = _campaign_id(body["campaign"])
                 if notification_id != f"{campaign_id}:{recipient}":
@@ -201,6 +206,8 @@ class CampaignChunk(Pack):
         for recipient in recipients:  # "<campaign id>:<recipient id>" then fits the ledger's 160 characters
             if not (isinstance(recipient, str) and 0 < len(recipient) <= RECIPIENT_ID_MAX_LENGTH):
                 raise InvalidPayload(f"recipient ids must be strings of 1 to {RECIPIENT_ID_MAX_LENGTH} characters")
+            if "\x00" in recipient:
+                raise InvalidPayload(NUL_IN_ID)
         return cls(campaign_id=campaign_id, recipients=tuple(recipients))
 
 

@@ -35,6 +35,9 @@ def _raw(**body) -> bytes:
     {"id": "37:victim1", "recipient": "victim2", "campaign": 37},  # would claim another recipient's entry
     {"id": "x" * 161, "recipient": "a", "kind": "like", "message": "m", "created_at": "t"},
     {"id": "x", "recipient": "r" * 129, "kind": "like", "message": "m", "created_at": "t"},
+    # NUL: stored as U+FFFD for a dead letter, "6:a\x00b" would settle the real recipient "a\ufffdb"'s entry.
+    {"id": "6:a\x00b", "recipient": "a\x00b", "campaign": 6},
+    {"id": "x\x00", "recipient": "a", "kind": "like", "message": "m", "created_at": "t"},
 ])
 def test_tasks_that_are_not_ours_are_refused(body):
     with pytest.raises(InvalidPayload):
@@ -67,6 +70,7 @@ def test_a_single_task_is_still_read_from_the_send_topic():
     {"campaign": 7, "recipients": ["u1", ""]},
     {"campaign": 7, "recipients": ["u1", 5]},
     {"campaign": 7, "recipients": ["u1", None]},
+    {"campaign": 6, "recipients": ["u1", "a\x00b"]},  # see the NUL task above
     {"campaign": 7, "recipients": ["r" * 129]},
     {"campaign": 7, "recipients": ["u"] * (CHUNK_MAX_RECIPIENTS + 1)},
     {"campaign": 0, "recipients": ["u1"]},

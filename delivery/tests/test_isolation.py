@@ -43,15 +43,15 @@ def test_poison_inside_valid_tasks_is_dead_lettered_alone_and_the_partition_goes
     poison = {
         "nul in data": _task("7", data={"x": "a\u0000b"}),
         "nul in message": _task("7", "a\u0000b"),
-        "nul in recipient": _task("a\u0000b"),
         "kind too long": _task("7", kind="k" * 17),
         "sender too long": _task("7", sender="s" * 129),
     }
-    # Over the ledger's or directory's limits: refused when read (never stored shortened, which could
-    # merge two ids or reach another recipient).
-    invalid = {"id too long": _task("7") | {"id": "x" * 161}, "recipient too long": _task("r" * 129)}
+    # Over the ledger's or directory's limits, or holding NUL: refused when read (never stored shortened
+    # or made storable, which could merge two ids or reach another recipient).
+    invalid = {"id too long": _task("7") | {"id": "x" * 161}, "recipient too long": _task("r" * 129),
+               "nul in recipient": _task("a\u0000b")}
     # All on one partition, poison between the good ones.
-    _produce(good[0], poison["nul in data"], poison["nul in message"], good[1], poison["nul in recipient"],
+    _produce(good[0], poison["nul in data"], poison["nul in message"], good[1], invalid["nul in recipient"],
              invalid["id too long"], poison["kind too long"], invalid["recipient too long"], poison["sender too long"],
              good[2])
     worker = stack.start("run_worker")

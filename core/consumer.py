@@ -342,6 +342,8 @@ class BatchConsumer:
                 per_topic[tp.topic] = per_topic.get(tp.topic, 0) + 1
                 if len(envelopes) + len(invalid) >= self.max_poll_records:
                     self._handle_part(envelopes, invalid, next_offsets, per_topic)
+                    if self.stop.is_set():
+                        return  # stopping: the rest of this poll is not committed, and is read again
                     envelopes, invalid, next_offsets, per_topic = [], [], {}, {}
                     self.keep_alive()  # a poll of packs can be many parts: the group keeps this member
         if next_offsets:

@@ -197,3 +197,20 @@ def service_client(db) -> APIClient:
 @pytest.fixture
 def anonymous_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _kinds_and_templates_forgotten():
+    """The per-process memory of registered kinds, compiled templates and frequency caps, which the test database's
+    rollback would leave behind."""
+    from delivery.caps import caps_forget
+    from inbox.kinds import kinds_forget
+    from inbox.templating import compiled_forget
+
+    kinds_forget()
+    compiled_forget()
+    caps_forget()
+    yield
+    kinds_forget()
+    compiled_forget()
+    caps_forget()

@@ -4,12 +4,13 @@ from django_filters import rest_framework as filters
 
 from campaigns.models import Campaign, CampaignStatus
 from core.filters import ChoiceFilter
-from core.messages import CAMPAIGN_KINDS, kind_choices
+from inbox.filters import KindFilter
 
 
 class CampaignFilter(filters.FilterSet):
     status = ChoiceFilter(choices=CampaignStatus.choices)
-    kind = ChoiceFilter(choices=kind_choices(CAMPAIGN_KINDS))
+    # Any kind: a notification sent to a topic is a campaign of its own (user-to-user or registered) kind.
+    kind = KindFilter()
 
     class Meta:
         model = Campaign

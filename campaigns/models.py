@@ -1,7 +1,7 @@
 from django.db import models
 from django.utils import timezone
 
-from core.messages import CAMPAIGN_KINDS, Kind, kind_choices
+from core.messages import CAMPAIGN_KINDS, RECIPIENT_ID_MAX_LENGTH, Kind, kind_choices
 
 
 class CampaignStatus(models.TextChoices):
@@ -20,6 +20,11 @@ class Campaign(models.Model):
     kind = models.CharField(max_length=16, choices=kind_choices(CAMPAIGN_KINDS), default=Kind.OFFER)
     segment = models.JSONField()
     data = models.JSONField(default=dict, blank=True)
+    # Its own templates (inbox/templating.py), each {"channel", "locale", and the parts}: a recipient whose
+    # locale has one gets it rendered; the others get `title` and `body`.
+    templates = models.JSONField(default=list, blank=True)
+    # Who caused it, for a notification sent to a topic (its actor, left out of the audience); empty for campaigns.
+    sender = models.CharField(max_length=RECIPIENT_ID_MAX_LENGTH, blank=True, default="")
     status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.QUEUED)
     # Counts: targeted is written by the dispatcher, the others by the worker, a batch at a time.
     targeted = models.PositiveIntegerField(default=0)

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from django.db.models import QuerySet
 
 from core.messages import RECIPIENT_ID_REGEX
-from inbox.models import Recipient
+from inbox import subscriptions
+from inbox.models import SUBSCRIPTION_KEY_REGEX, Recipient
 
 USER_IDS_MAX = 10_000
 IN_VALUES_MAX = 1_000
-SEGMENT_TYPES = ("ALL_USERS", "USER_IDS", "ATTRIBUTE")
+SEGMENT_TYPES = ("ALL_USERS", "USER_IDS", "ATTRIBUTE", "TOPIC")
 ATTRIBUTE_OPS = ("eq", "in")
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _RECIPIENT_ID = re.compile(RECIPIENT_ID_REGEX)
+_SUBSCRIPTION_KEY = re.compile(SUBSCRIPTION_KEY_REGEX)
 _SCALARS = (str, int, float, bool)
 
 
@@ -47,7 +49,18 @@ class Attribute:
         return {"type": "ATTRIBUTE", "attribute": self.attribute, "op": self.op, "value": self.value}
 
 
-Segment = AllUsers | UserIds | Attribute
+@dataclass(frozen=True)
+class Subscribers:
+    """The recipients subscribed to a key (the API's topic), but for `exclude` (the actor of a notification)."""
+
+    key: str
+    exclude: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"type": "TOPIC", "key": self.key, **({"exclude": list(self.exclude)} if self.exclude else {})}
+
+
+Segment = AllUsers | UserIds | Attribute | Subscribers
 
 
 def segment_parse(raw: object) -> Segment:
@@ -81,6 +94,14 @@ def segment_parse(raw: object) -> Segment:
             if not all(isinstance(v, _SCALARS) for v in value):
                 raise SegmentError("op in values must be strings, numbers or booleans.")
         return Attribute(attribute=attribute, op=op, value=value)
+    if kind == "TOPIC":
+        key, exclude = raw.get("key"), raw.get("exclude", [])
+        if not isinstance(key, str) or not _SUBSCRIPTION_KEY.match(key):
+            raise SegmentError("TOPIC needs `key`: 1 to 200 letters, digits and '_', '.', ':', '@' or '-'.")
+        if not isinstance(exclude, list) or len(exclude) > 1 or not all(
+                isinstance(i, str) and _RECIPIENT_ID.match(i) for i in exclude):
+            raise SegmentError("TOPIC's `exclude` is a list of at most one user id.")
+        return Subscribers(key=key, exclude=tuple(exclude))
     raise SegmentError(f"Unknown segment type {kind!r}; valid types: {', '.join(SEGMENT_TYPES)}.")
 
 
@@ -90,6 +111,8 @@ def segment_recipients(segment: Segment) -> QuerySet[Recipient]:
         return Recipient.objects.all()
     if isinstance(segment, UserIds):
         return Recipient.objects.filter(external_id__in=segment.ids)
+    if isinstance(segment, Subscribers):
+        return subscriptions.recipients_subscribed(key=segment.key).exclude(external_id__in=segment.exclude)
     if segment.op == "eq":
         return Recipient.objects.with_attribute(segment.attribute, segment.value)
     return Recipient.objects.with_attribute_in(segment.attribute, segment.value)

@@ -2,8 +2,18 @@ from rest_framework import serializers
 
 from campaigns.models import Campaign
 from campaigns.segments import SegmentError, segment_parse
-from core.fields import ChoiceWithListField, DataField, StorableJSONField
+from core.api import FieldsBuiltOnce
+from core.fields import (
+    ChoiceWithListField,
+    DataField,
+    RecipientIdField,
+    StorableJSONField,
+)
 from core.messages import CAMPAIGN_KINDS, Kind
+from inbox.models import SUBSCRIPTION_KEY_REGEX
+from inbox.serializers import KindField, TemplatePartsInput, templates_one_per_channel_and_locale
+
+CAMPAIGN_TEMPLATES_MAX = 50
 
 
 class SegmentField(StorableJSONField):
@@ -19,15 +29,53 @@ class CampaignCreateInput(serializers.Serializer):
     body = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
     kind = ChoiceWithListField(choices=[k.value for k in CAMPAIGN_KINDS], required=False, default=Kind.OFFER)
     segment = SegmentField(help_text='{"type": "ALL_USERS"} | {"type": "USER_IDS", "ids": [...]} | '
-                                     '{"type": "ATTRIBUTE", "attribute": "country", "op": "eq" | "in", "value": ...}')
+                                     '{"type": "ATTRIBUTE", "attribute": "country", "op": "eq" | "in", "value": ...} | '
+                                     '{"type": "TOPIC", "key": "post:42"} (the topic\'s subscribers)')
     data = DataField(required=False, default=dict)
+    templates = TemplatePartsInput(
+        many=True, required=False, default=list, max_length=CAMPAIGN_TEMPLATES_MAX,
+        help_text="Its own templates (Liquid), one per channel and locale: a recipient whose locale has one "
+                  "(de-AT, then de, then the default) gets it rendered; the others get title and body.")
+
+    def validate_templates(self, value):
+        return templates_one_per_channel_and_locale(value)
 
 
 class CampaignOutput(serializers.ModelSerializer):
+    # A notification sent to a topic is a campaign of a user-to-user (or registered) kind, with its sender.
+    kind = serializers.CharField()
+
     class Meta:
         model = Campaign
         fields = [
-            "id", "title", "body", "kind", "segment", "data", "status",
+            "id", "title", "body", "kind", "sender", "segment", "data", "templates", "status",
             "targeted", "delivered", "failed", "skipped",
             "created_at", "dispatched_at", "completed_at", "cancelled_at",
         ]
+
+
+class TopicNotificationInput(FieldsBuiltOnce, serializers.Serializer):
+    """POST /api/v1/notifications/ with `topic` instead of `recipient`."""
+
+    sender = RecipientIdField(help_text="The product user id of who caused it: the topic's subscribers but this one get it.")
+    topic = serializers.RegexField(SUBSCRIPTION_KEY_REGEX, help_text="The topic's key, such as post:42.",
+                                   error_messages={"invalid": "A topic key is 1 to 200 letters, digits and '_', '.', ':', '@' or '-'."})
+    kind = KindField(campaign_kinds=False)
+    message = serializers.CharField(max_length=2000)
+    data = DataField(required=False, default=dict)
+
+    def validate(self, attrs):
+        extra = sorted({"recipient", "send_at", "delay_seconds", "expires_at", "digest", "escalate"} & set(self.initial_data))
+        if extra:
+            raise serializers.ValidationError({extra[0]: [
+                "Not with `topic`: a topic's notification goes to each of its subscribers, now, on its own "
+                "(send to a recipient for this)."]})
+        return attrs
+
+
+class NotificationOrTopicAcceptedOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="The notification's id; its inbox item carries the same id (a topic's: each "
+                                         "subscriber's is <id>:<recipient id>).")
+    topic = serializers.CharField(required=False, help_text="Only for a notification sent to a topic.")
+    status = serializers.CharField(default="accepted", help_text="`accepted`, or `scheduled` (held until its "
+                                                                 "send_at or delay; a recipient's only).")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from campaigns import selectors
 from campaigns.models import Campaign, CampaignStatus
-from campaigns.segments import Segment, segment_parse
+from campaigns.segments import Segment, Subscribers, segment_parse
 from core import broker, metrics, topics
 from core.messages import CampaignChunk, CampaignCreated
 from core.publisher import Chunker, ChunkPublisher
@@ -31,10 +31,26 @@ class FanOutInterrupted(Exception):
     """The dispatcher was asked to stop mid-fan-out; the event stays uncommitted and is redone."""
 
 
-def campaign_create(*, title: str, body: str, kind: str, segment: Segment, data: dict) -> Campaign:
-    """Store a campaign and, in the same transaction, queue its CampaignCreated event."""
+def campaign_create(*, title: str, body: str, kind: str, segment: Segment, data: dict,
+                    templates: Sequence[dict] = ()) -> Campaign:
+    """Store a campaign and, in the same transaction, queue its CampaignCreated event. `templates`:
+    its own, each {"channel", "locale", and the parts}, parsed already (campaigns.serializers)."""
+    stored = [{name: value for name, value in t.items() if value or name in ("channel", "locale")} for t in templates]
     with transaction.atomic():
-        campaign = Campaign.objects.create(title=title, body=body, kind=kind, segment=segment.to_json(), data=data)
+        campaign = Campaign.objects.create(title=title, body=body, kind=kind, segment=segment.to_json(), data=data,
+                                           templates=stored)
+        topics.CAMPAIGNS.enqueue(CampaignCreated(campaign.id))
+    return campaign
+
+
+def topic_notification_send(*, sender: str, key: str, kind: str, message: str, data: dict) -> Campaign:
+    """A notification to every subscriber of a topic but its sender: a campaign whose segment is the
+    topic's subscribers (so it fans out at the campaign rate, with its progress and cancel), whose
+    content is the notification's. Each subscriber's notification is "<campaign id>:<recipient id>"."""
+    segment = Subscribers(key=key, exclude=(sender,))
+    with transaction.atomic():
+        campaign = Campaign.objects.create(title="", body=message, kind=kind, sender=sender, segment=segment.to_json(),
+                                           data=data)
         topics.CAMPAIGNS.enqueue(CampaignCreated(campaign.id))
     return campaign
 

@@ -1,4 +1,8 @@
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException
@@ -7,9 +11,16 @@ from rest_framework.views import APIView
 
 from campaigns import selectors, services
 from campaigns.filters import CampaignFilter
-from campaigns.serializers import CampaignCreateInput, CampaignOutput
+from campaigns.serializers import (
+    CampaignCreateInput,
+    CampaignOutput,
+    NotificationOrTopicAcceptedOutput,
+    TopicNotificationInput,
+)
 from core.api import NewestFirstCursorPagination
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
+from inbox.serializers import NotificationSendInput
+from inbox.views import NotificationSendView
 
 
 class Conflict(APIException):
@@ -69,3 +80,28 @@ class SeedOfferView(APIView):
     @idempotent
     def post(self, request):
         return _create(request)
+
+
+class NotificationOrTopicSendView(NotificationSendView):
+    """POST /api/v1/notifications/: to one `recipient` (the inbox's view), or with `topic` instead, to
+    every subscriber of that topic but the sender (a campaign to the topic, fanned out by the dispatcher)."""
+
+    # The inbox's view handles a recipient; the topic answer is here, a layer above, because it makes
+    # a campaign. A `topic` in the body decides (form-encoded bodies cannot name one).
+
+    @extend_schema(
+        request=PolymorphicProxySerializer(component_name="NotificationSendOrTopicInput", resource_type_field_name=None,
+                                           serializers=[NotificationSendInput, TopicNotificationInput]),
+        responses={202: NotificationOrTopicAcceptedOutput},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
+    def post(self, request):
+        if not (isinstance(request.data, dict) and "topic" in request.data):
+            return self.send(request)
+        serializer = TopicNotificationInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        campaign = services.topic_notification_send(sender=data["sender"], key=data["topic"], kind=data["kind"],
+                                                    message=data["message"], data=data["data"])
+        return Response({"id": str(campaign.id), "topic": data["topic"], "status": "accepted"},
+                        status=status.HTTP_202_ACCEPTED)

@@ -11,6 +11,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.utils import timezone
 from kafka import (
     ConsumerRebalanceListener,
     KafkaAdminClient,
@@ -148,10 +149,15 @@ class TopicWatch:
     since it was last seen (recreated: its records are gone). Asks the broker every `interval`
     seconds at most; `lost_topics` answers the logical names lost since the last look."""
 
-    def __init__(self, *, logical_topics: tuple[str, ...], interval: float) -> None:
+    def __init__(self, *, logical_topics: tuple[str, ...], interval: float, remember: bool = False) -> None:
+        """`remember`: keep the ids seen in PostgreSQL (core.models.BrokerTopic) and start from the ones
+        kept there, so that a broker that lost our topics while no process ran is noticed at the first
+        look (the relays: their recovery publishes the retained events again)."""
         self.names = {topic_name(t): t for t in logical_topics}
         self.interval = interval
+        self.remember = remember
         self._ids: dict[str, object] = {}
+        self._recalled = False
         self._last = 0.0
         self._admin: KafkaAdminClient | None = None  # kept between looks: making one costs a handshake
 
@@ -172,12 +178,29 @@ class TopicWatch:
         except Exception:
             self.close()  # a broker that restarted: the next look connects afresh
             raise
+        described = {name: str(topic_id) for name, topic_id in described.items()}
+        if self.remember and not self._recalled:
+            self._ids, self._recalled = self._recall(), True
         lost = {self.names[name] for name, seen in self._ids.items() if described.get(name) != seen}
+        if self.remember and described != self._ids:
+            self._keep(described)
         self._ids = described
         if lost:
             global _losses
             _losses += 1
         return sorted(lost)
+
+    def _recall(self) -> dict[str, object]:
+        from core.models import BrokerTopic
+
+        return dict(BrokerTopic.objects.filter(name__in=list(self.names)).values_list("name", "topic_id"))
+
+    @staticmethod
+    def _keep(described: dict[str, str]) -> None:
+        from core.models import BrokerTopic
+
+        for name, topic_id in described.items():
+            BrokerTopic.objects.update_or_create(name=name, defaults={"topic_id": topic_id, "seen_at": timezone.now()})
 
     def check_soon(self) -> None:
         """Look at the next call, whatever the interval."""

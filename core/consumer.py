@@ -325,6 +325,7 @@ class BatchConsumer:
         invalid: list[InvalidRecord] = []
         next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         per_topic: dict[str, int] = {}
+        messages = 0
         for tp, records in batches.items():
             decode = self.decoders[tp.topic]
             for record in records:
@@ -333,43 +334,44 @@ class BatchConsumer:
                     message = decode(record.value)
                 except InvalidPayload as exc:
                     invalid.append(InvalidRecord(origin, record.key, record.value, str(exc)))
+                    messages += 1
                 else:
-                    if isinstance(message, Pack):  # each dead-lettered, if it must be, as its own record
-                        envelopes += [Envelope(part, origin, None) for part in message.unpack()]
-                    else:
-                        envelopes.append(Envelope(message, origin, record.value))
+                    envelopes.append(Envelope(message, origin, record.value))
+                    messages += message.size if isinstance(message, Pack) else 1
                 next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
                 per_topic[tp.topic] = per_topic.get(tp.topic, 0) + 1
-                if len(envelopes) + len(invalid) >= self.max_poll_records:
-                    self._handle_part(envelopes, invalid, next_offsets, per_topic)
+                if messages >= self.max_poll_records:
+                    self._handle_part(envelopes, invalid, next_offsets, per_topic, messages)
                     if self.stop.is_set():
                         return  # stopping: the rest of this poll is not committed, and is read again
-                    envelopes, invalid, next_offsets, per_topic = [], [], {}, {}
+                    envelopes, invalid, next_offsets, per_topic, messages = [], [], {}, {}, 0
                     self.keep_alive()  # a poll of packs can be many parts: the group keeps this member
         if next_offsets:
-            self._handle_part(envelopes, invalid, next_offsets, per_topic)
+            self._handle_part(envelopes, invalid, next_offsets, per_topic, messages)
 
     def _handle_part(self, envelopes: list[Envelope], invalid: list[InvalidRecord],
-                     next_offsets: dict[TopicPartition, OffsetAndMetadata], per_topic: dict[str, int]) -> None:
+                     next_offsets: dict[TopicPartition, OffsetAndMetadata], per_topic: dict[str, int],
+                     messages: int) -> None:
         started = time.perf_counter()
         if invalid:
             self._isolate(invalid, self.handle_invalid, None)
         if envelopes:
             self._isolate(envelopes, self.handle_batch, self.handle_failed)
         self.on_batch(BatchStats(consumer=self.name, seconds=time.perf_counter() - started,
-                                 handled=len(envelopes) + len(invalid), invalid=len(invalid), records_per_topic=per_topic))
+                                 handled=messages, invalid=len(invalid), records_per_topic=per_topic))
         try:
             self.consumer.commit(next_offsets)
         except KafkaError as exc:
             # A rebalance or a broker that restarted: the records are read again, harmlessly.
             logger.warning("%s: offset commit failed (%s); the batch will be seen again", self.name, exc)
-        self.records_total += len(envelopes) + len(invalid)
+        self.records_total += messages
         self.invalid_total += len(invalid)
 
     def _isolate(self, items: list, handler: Callable[[list], object], dead_letter: Callable | None) -> None:
         """Handle `items`; when the handler fails for a reason other than an outage, split them in
-        halves until the one item that fails is found, and dead-letter that one alone. Each handler
-        call is all or nothing (one transaction), so a failed half leaves no trace."""
+        halves until the one item that fails is found, and dead-letter that one alone. A pack (a
+        campaign chunk) is split the same way, down to its one message. Each handler call is all or
+        nothing (one transaction), so a failed half leaves no trace."""
         parts = [items]
         while parts:
             part = parts.pop()
@@ -385,6 +387,13 @@ class BatchConsumer:
                 parts += [part[middle:], part[:middle]]  # the first half first: each key keeps its order
                 continue
             item = part[0]
+            if isinstance(item.message, Pack):
+                if item.message.size > 1:
+                    first, second = item.message.split()
+                    parts += [[Envelope(second, item.origin, None)], [Envelope(first, item.origin, None)]]
+                    continue
+                # The one message of a pack is dead-lettered as the single record it would have been.
+                item = Envelope(item.message.unpack()[0], item.origin, None)
             origin = item.origin
             logger.warning("%s: record %s[%d]@%d failed on its own (%s): dead-lettered; the rest of its batch goes on",
                            self.name, origin.topic, origin.partition, origin.offset, describe(error))

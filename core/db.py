@@ -36,12 +36,12 @@ def bulk_insert(
     model: type[models.Model],
     columns: Sequence[str],
     rows: Sequence[tuple],
-    ignore_conflicts_on: str | None = None,
+    ignore_conflicts_on: str | Sequence[str] | None = None,
     returning: str | Sequence[str] | None = None,
     same: Mapping[str, object] | None = None,
 ) -> list[tuple]:
     """Insert rows (tuples in `columns` order, by field name); optionally skip rows whose
-    `ignore_conflicts_on` column conflicts, and return the `returning` column(s) of inserted rows
+    `ignore_conflicts_on` column (or columns: a unique constraint's) conflicts, and return the `returning` column(s) of inserted rows
     (in no promised order: match them by value, not by position). `same` gives columns whose value
     is the same in every row: bound once, not once per row (a campaign's content in its inbox rows).
 
@@ -58,7 +58,9 @@ def bulk_insert(
     column_sql = ", ".join(connection.ops.quote_name(f.column) for f in [*fields, *same_fields])
     suffix = ""
     if ignore_conflicts_on:
-        suffix += f" ON CONFLICT ({connection.ops.quote_name(model._meta.get_field(ignore_conflicts_on).column)}) DO NOTHING"
+        names = [ignore_conflicts_on] if isinstance(ignore_conflicts_on, str) else list(ignore_conflicts_on)
+        target = ", ".join(connection.ops.quote_name(model._meta.get_field(n).column) for n in names)
+        suffix += f" ON CONFLICT ({target}) DO NOTHING"
     if returning:
         names = [returning] if isinstance(returning, str) else list(returning)
         suffix += " RETURNING " + ", ".join(connection.ops.quote_name(model._meta.get_field(n).column) for n in names)
@@ -117,6 +119,15 @@ def values_for_keys(*, model: type[models.Model], key: str, keys: Sequence, colu
     return rows
 
 
+def fetch_bound(sql: str, params: Sequence) -> list[tuple]:
+    """Run one statement with its parameters bound by the server (`%s`, or `%b` for binary arrays), and
+    return its rows: for the hot path's hand-written statements (PostgreSQL only)."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
 def bulk_copy(*, model: type[models.Model], columns: Sequence[str], rows: Sequence[tuple]) -> None:
     """Insert rows that cannot conflict, by COPY on PostgreSQL (the fastest way in), else bulk_insert."""
     if connection.vendor != "postgresql":
@@ -157,6 +168,14 @@ class Condition:
 
     sql: str
     params: list
+
+    @classmethod
+    def all(cls, *conditions: Condition | None) -> Condition | None:
+        """All of the conditions given (None ones left out); None when there are none."""
+        given = [c for c in conditions if c is not None]
+        if len(given) <= 1:
+            return given[0] if given else None
+        return cls(sql=" AND ".join(f"({c.sql})" for c in given), params=[p for c in given for p in c.params])
 
     def holds(self) -> bool:
         with connection.cursor() as cursor:

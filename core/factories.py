@@ -6,7 +6,15 @@ import factory
 from django.conf import settings
 from django.utils import timezone
 
-from core.models import ConsumerHeartbeat, DeadLetter, DeadLetterReason, IdempotencyKey, OutboxEvent, ScheduledItem
+from core.models import (
+    BrokerTopic,
+    ConsumerHeartbeat,
+    DeadLetter,
+    DeadLetterReason,
+    IdempotencyKey,
+    OutboxEvent,
+    ScheduledItem,
+)
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -87,3 +95,13 @@ class ScheduledItemFactory(factory.django.DjangoModelFactory):
     due_at = factory.LazyFunction(timezone.now)
     lane = "hooks.example.com"
     payload = factory.Sequence(lambda n: {"channel_delivery": n})
+
+
+class BrokerTopicFactory(factory.django.DjangoModelFactory):
+    """A topic id a relay has seen."""
+
+    class Meta:
+        model = BrokerTopic
+
+    name = factory.Sequence(lambda n: f"topic-{n}")
+    topic_id = factory.Faker("uuid4")

@@ -12,7 +12,9 @@ import re
 
 import orjson
 from django.core.validators import RegexValidator
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
+from rest_framework.utils import html
 
 from core.messages import RECIPIENT_ID_MAX_LENGTH, RECIPIENT_ID_REGEX
 
@@ -94,7 +96,7 @@ class ChoiceWithListField(serializers.ChoiceField):
     """A choice field whose error lists the valid choices."""
 
     def __init__(self, choices, **kwargs):
-        valid = ", ".join(str(c) for c in choices)
+        valid = ", ".join(str(c[0] if isinstance(c, tuple) else c) for c in choices)
         kwargs.setdefault("error_messages", {})
         kwargs["error_messages"].setdefault("invalid_choice", f'"{{input}}" is not a valid choice; valid choices: {valid}.')
         super().__init__(choices, **kwargs)
@@ -129,6 +131,43 @@ class DataField(StorableJSONField):
         if size > DATA_MAX_BYTES:
             raise serializers.ValidationError(f"Is {size} bytes once encoded; the limit is {DATA_MAX_BYTES} bytes.")
         return value
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 time with its UTC offset (`Z` or `+01:00`): a time without one is a 400, never read
+    in the server's time zone."""
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str):
+            raise serializers.ValidationError("Must be an ISO 8601 time with an offset, as a string.")
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:
+            parsed = None  # out of range (month 13): DRF's own message below
+        if parsed is not None and parsed.tzinfo is None:
+            raise serializers.ValidationError(
+                "Must carry its UTC offset (2026-12-24T18:00:00+01:00 or ...Z): a time without one is ambiguous.")
+        return super().to_internal_value(value)
+
+
+_FORM_INTEGER = re.compile(r"[0-9]{1,19}")
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer, as a JSON number without a fraction: not a string, a float (3.0 too) or a boolean,
+    which DRF's IntegerField would take. In a form body (every value a string), decimal digits."""
+
+    def get_value(self, dictionary):
+        # Here, not from the parent's data: the fields of FieldsBuiltOnce serializers keep no state.
+        value = super().get_value(dictionary)
+        if html.is_html_input(dictionary) and isinstance(value, str) and _FORM_INTEGER.fullmatch(value):
+            return int(value)
+        return value
+
+    def to_internal_value(self, data):
+        if not isinstance(data, int) or isinstance(data, bool):
+            raise serializers.ValidationError("Must be an integer (a JSON number without a fraction).")
+        return super().to_internal_value(data)
 
 
 # Path ids follow the same rules as the ids in bodies (checked by `middleware.RequestInputMiddleware`).

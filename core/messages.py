@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -31,6 +31,15 @@ CHUNK_MAX_RECIPIENTS = 5000
 # A dead-letter record keeps at most this much of the record it speaks of: under Apache Kafka's default
 # 1 MiB record limit with its headers, so that the dead-letter topic always takes it.
 DEAD_LETTER_PAYLOAD_BYTES = 512 * 1024
+# A digest's key and window (the API's limits, checked again when a record is read).
+DIGEST_KEY_MAX_LENGTH = 200
+DIGEST_WINDOW_MIN_SECONDS = 1
+DIGEST_WINDOW_MAX_SECONDS = 7 * 86_400
+# An escalation's delay and what it may name (the API's limits, checked again when a record is read).
+ESCALATE_AFTER_MIN_SECONDS = 1
+ESCALATE_AFTER_MAX_SECONDS = 30 * 86_400
+ESCALATE_CHANNELS = ("email", "webhook")
+ESCALATE_UNLESS = ("read", "seen")
 
 
 class Kind(models.TextChoices):
@@ -50,6 +59,9 @@ class Kind(models.TextChoices):
 # The kinds a campaign can have; every other built-in kind is sent from one user to another.
 CAMPAIGN_KINDS: tuple[Kind, ...] = (Kind.OFFER, Kind.ALERT, Kind.REMINDER)
 USER_TO_USER_KINDS: tuple[Kind, ...] = tuple(k for k in Kind if k not in CAMPAIGN_KINDS)
+# Their values: the OpenAPI schema names this choice set once (settings' ENUM_NAME_OVERRIDES), since
+# two inputs take it (POST /api/v1/notifications/ and the seed's /send).
+USER_TO_USER_KIND_VALUES: list[str] = [k.value for k in USER_TO_USER_KINDS]
 
 
 def kind_choices(kinds: tuple[Kind, ...]) -> list[tuple[str, str]]:
@@ -95,6 +107,57 @@ class InvalidRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DigestSpec:
+    """Fold a notification into its recipient's digest `key`: the first one opens a window of
+    `window_seconds`, the others until it closes are folded in, and one notification says them all."""
+
+    key: str
+    window_seconds: int
+
+    def encode(self) -> dict:
+        return {"key": self.key, "window_seconds": self.window_seconds}
+
+    @classmethod
+    def of_body(cls, body: object) -> DigestSpec:
+        if not isinstance(body, dict):
+            raise InvalidPayload("digest must be an object")
+        key, seconds = body.get("key"), body.get("window_seconds")
+        if not (isinstance(key, str) and 0 < len(key) <= DIGEST_KEY_MAX_LENGTH and "\x00" not in key):
+            raise InvalidPayload(f"digest.key must be a string of 1 to {DIGEST_KEY_MAX_LENGTH} characters without NUL")
+        if not (type(seconds) is int and DIGEST_WINDOW_MIN_SECONDS <= seconds <= DIGEST_WINDOW_MAX_SECONDS):
+            raise InvalidPayload(f"digest.window_seconds must be an integer from {DIGEST_WINDOW_MIN_SECONDS} "
+                                 f"to {DIGEST_WINDOW_MAX_SECONDS}")
+        return cls(key=key, window_seconds=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationSpec:
+    """Send `channels` (external ones) only `after_seconds` after the in-app notification landed, and
+    only if it is still not `unless` ("read" or "seen") by then."""
+
+    after_seconds: int
+    channels: tuple[str, ...]
+    unless: str = "read"
+
+    def encode(self) -> dict:
+        return {"after_seconds": self.after_seconds, "channels": list(self.channels), "unless": self.unless}
+
+    @classmethod
+    def of_body(cls, body: object) -> EscalationSpec:
+        if not isinstance(body, dict):
+            raise InvalidPayload("escalate must be an object")
+        seconds, channels, unless = body.get("after_seconds"), body.get("channels"), body.get("unless", "read")
+        if not (type(seconds) is int and ESCALATE_AFTER_MIN_SECONDS <= seconds <= ESCALATE_AFTER_MAX_SECONDS):
+            raise InvalidPayload(f"escalate.after_seconds must be an integer from {ESCALATE_AFTER_MIN_SECONDS} "
+                                 f"to {ESCALATE_AFTER_MAX_SECONDS}")
+        if not (isinstance(channels, list) and channels and all(c in ESCALATE_CHANNELS for c in channels)):
+            raise InvalidPayload(f"escalate.channels must be a non-empty list of {', '.join(ESCALATE_CHANNELS)}")
+        if unless not in ESCALATE_UNLESS:
+            raise InvalidPayload(f"escalate.unless must be one of {', '.join(ESCALATE_UNLESS)}")
+        return cls(after_seconds=seconds, channels=tuple(dict.fromkeys(channels)), unless=unless)
+
+
+@dataclass(frozen=True, slots=True)
 class NotificationTask:
     """Deliver one notification to one recipient (topic notifications.send, keyed by recipient).
 
@@ -107,9 +170,16 @@ class NotificationTask:
     campaign_id: int | None = None
     kind: str = ""
     sender: str = ""
-    message: str = ""
+    message: str = ""  # empty: the worker renders it from the kind's template in the recipient's locale
     data: dict = field(default_factory=dict)
     created_at: str = ""  # ISO 8601, when the API accepted it (user-to-user tasks)
+    digest: DigestSpec | None = None  # fold into the recipient's digest (user-to-user tasks); absent: deliver it
+    escalate: EscalationSpec | None = None  # hold these external channels until it is still unread later
+    expires_at: str = ""  # ISO 8601 with an offset: not delivered after it (skipped, `expired`); empty: never
+
+    def expired(self, now: datetime) -> bool:
+        """Whether its `expires_at` has passed by `now` (an aware datetime)."""
+        return bool(self.expires_at) and datetime.fromisoformat(self.expires_at) <= now
 
     def encode(self) -> bytes:
         if self.campaign_id is not None:
@@ -125,6 +195,12 @@ class NotificationTask:
                 "data": self.data,
                 "created_at": self.created_at,
             }
+            if self.digest is not None:  # absent otherwise: records written before digests stay the same
+                body["digest"] = self.digest.encode()
+            if self.escalate is not None:  # likewise: absent unless set
+                body["escalate"] = self.escalate.encode()
+            if self.expires_at:  # only when set: records without it stay as they were
+                body["expires_at"] = self.expires_at
         return orjson.dumps(body)
 
     @classmethod
@@ -157,6 +233,8 @@ class NotificationTask:
                 message=body["message"],
                 data=body.get("data") or {},
                 created_at=body["created_at"],
+                digest=DigestSpec.of_body(body["digest"]) if body.get("digest") is not None else None,
+                escalate=EscalationSpec.of_body(body["escalate"]) if body.get("escalate") is not None else None,
             )
         except KeyError as exc:
             raise InvalidPayload(f"missing field {exc.args[0]!r}") from None
@@ -164,12 +242,24 @@ class NotificationTask:
             raise InvalidPayload("kind, sender, message and created_at must be strings")
         if not isinstance(task.data, dict):
             raise InvalidPayload("data must be an object")
+        if "expires_at" in body:
+            task = replace(task, expires_at=_aware_time(body["expires_at"], "expires_at"))
         return task
 
 
 class Pack:
-    """A record that stands for several messages: the consumer hands its handlers the messages
-    (each dead-lettered on its own, as the single record it would have been), never the pack."""
+    """A record that stands for several messages. The consumer hands it to its handler whole (so that
+    the handler can settle it as a set); when handling fails, it is split in halves like a batch,
+    down to the single message, which is dead-lettered on its own as the record it would have been."""
+
+    @property
+    def size(self) -> int:
+        """How many messages it stands for."""
+        raise NotImplementedError
+
+    def split(self) -> tuple[Pack, Pack]:
+        """Two packs of about half its messages each, in order (size > 1)."""
+        raise NotImplementedError
 
     def unpack(self) -> list:
         raise NotImplementedError
@@ -187,6 +277,18 @@ class CampaignChunk(Pack):
 
     campaign_id: int
     recipients: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.recipients)
+
+    def split(self) -> tuple[CampaignChunk, CampaignChunk]:
+        middle = len(self.recipients) // 2
+        return (CampaignChunk(self.campaign_id, self.recipients[:middle]),
+                CampaignChunk(self.campaign_id, self.recipients[middle:]))
+
+    def notification_id(self, recipient: str) -> str:
+        return f"{self.campaign_id}:{recipient}"
 
     def unpack(self) -> list[NotificationTask]:
         campaign_id = self.campaign_id
@@ -224,10 +326,12 @@ class CampaignLike(Protocol):
 
     id: int
     kind: str
+    sender: str
     title: str
     body: str
     data: dict
     created_at: datetime
+    templates: list  # its own templates ([] for none): delivery/rendering.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +349,7 @@ class NotificationContent:
     data: dict
     campaign_id: int | None
     created_at: datetime  # when the API accepted it
+    html: str = ""  # an email's HTML part, rendered from an email template (the other channels have none)
 
     @classmethod
     def of_task(cls, task: NotificationTask) -> NotificationContent:
@@ -253,7 +358,8 @@ class NotificationContent:
 
     @classmethod
     def of_campaign(cls, campaign: CampaignLike) -> NotificationContent:
-        return cls(campaign.kind, "", campaign.title, campaign.body, campaign.data, campaign.id, campaign.created_at)
+        return cls(campaign.kind, campaign.sender, campaign.title, campaign.body, campaign.data, campaign.id,
+                   campaign.created_at)
 
     def payload(self, *, notification_id: str, recipient: str) -> dict:
         """The notification as the external channels send it (the webhook's JSON body) and as its
@@ -262,7 +368,7 @@ class NotificationContent:
             "id": notification_id, "recipient": recipient, "kind": self.kind, "sender": self.sender,
             "title": self.title, "message": self.message, "data": self.data, "campaign": self.campaign_id,
             "created_at": self.created_at.isoformat(),
-        }
+        } | ({"html": self.html} if self.html else {})
 
     @classmethod
     def of_payload(cls, payload: Mapping) -> NotificationContent:
@@ -272,7 +378,7 @@ class NotificationContent:
             kind=payload["kind"], sender=payload.get("sender", ""), title=payload.get("title", ""),
             message=payload["message"], data=payload.get("data") or {},
             campaign_id=payload["campaign"] if "campaign" in payload else payload.get("campaign_id"),
-            created_at=datetime.fromisoformat(payload["created_at"]),
+            created_at=datetime.fromisoformat(payload["created_at"]), html=payload.get("html") or "",
         )
 
 
@@ -329,6 +435,16 @@ class ChannelRetry:
         if not math.isfinite(retry.due_at) or retry.due_at > time.time() + MAX_RETRY_DELAY_SECONDS:
             raise InvalidPayload(f"due_at {retry.due_at!r} is not within a day")
         return retry
+
+
+def _aware_time(value: object, name: str) -> str:
+    """An ISO 8601 time with an offset, as a record carries it."""
+    try:
+        if isinstance(value, str) and len(value) <= 64 and datetime.fromisoformat(value).tzinfo is not None:
+            return value
+    except ValueError:
+        pass
+    raise InvalidPayload(f"{name} must be an ISO 8601 time with an offset")
 
 
 def _campaign_id(value: object) -> int:

@@ -15,6 +15,15 @@ CONSUMER_LAG = Gauge("notifications_consumer_lag", "Records behind the high wate
 OUTBOX_PUBLISHED = Counter("notifications_outbox_published_total", "Outbox events published by the relay")
 OUTBOX_BACKLOG = Gauge("notifications_outbox_backlog", "Outbox events waiting to be published")
 FANOUT_TASKS = Counter("notifications_fanout_tasks_total", "Tasks produced by the dispatcher")
+DIGESTS_OPENED = Counter("notifications_digests_opened_total", "Digest windows opened (by a first notification)")
+CAPPED = Counter("notifications_capped_total", "Deliveries not made on a channel: over a frequency cap", ["channel"])
+CHANNEL_HELD = Counter("notifications_channel_held_total",
+                       "External sends held when settled (due later): reason quiet_hours or escalation",
+                       ["channel", "reason"])
+ESCALATIONS = Counter("notifications_escalations_total",
+                      "Escalated sends when due: escalated (still unread, sent) or cancelled (read or seen first)",
+                      ["channel", "result"])
+DIGESTS_CLOSED = Counter("notifications_digests_closed_total", "Digest windows closed (each one notification queued)")
 
 
 def metrics_serve(port: int) -> None:

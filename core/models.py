@@ -112,9 +112,23 @@ class IdempotencyKey(models.Model):
         return self.scoped_key
 
 
+class BrokerTopic(models.Model):
+    """The broker's id of each of our topics as the relays last saw it. A relay that starts against a
+    broker whose topics have other ids knows the broker lost them while nothing ran (the development
+    broker restarted with the whole stack), and publishes the retained events again, as it does for a
+    loss it sees while running."""
+
+    name = models.CharField(max_length=255, primary_key=True)
+    topic_id = models.CharField(max_length=64)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.topic_id}"
+
+
 class ScheduledItem(models.Model):
-    """Work that waits until `due_at`: a channel send and its retries today; delays, digest windows,
-    quiet hours and escalations later. `core.scheduler` schedules, releases and completes them."""
+    """Work that waits until `due_at`: channel sends and their retries (quiet hours and escalations:
+    sends due later), held notifications, digest windows, erasures. `core.scheduler` schedules, releases and completes them."""
 
     kind = models.CharField(max_length=64, help_text="What releasing it does (a handler's name).")
     key = models.CharField(max_length=255, unique=True, help_text="One item per key: scheduling it again does nothing.")

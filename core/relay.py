@@ -218,7 +218,8 @@ def relay_run(*, stop, heartbeat=None, idle_wait: float = 1.0,
     backoff = Backoff()
     leading = True  # until a race for the lock is lost
     oldest_seen: int | None = None
-    watch = broker.TopicWatch(logical_topics=broker.ALL_TOPICS, interval=settings.RELAY_LOSS_CHECK_SECONDS)
+    watch = broker.TopicWatch(logical_topics=broker.ALL_TOPICS, interval=settings.RELAY_LOSS_CHECK_SECONDS,
+                              remember=True)
     logger.info("relay: publishing the outbox to %s", ", ".join(broker.topic_name(t) for t in broker.ALL_TOPICS))
     try:
         while not stop.is_set():

@@ -1,10 +1,12 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 
 from core.admin_mixins import ReadOnlyAdminMixin
 from core.models import DeadLetter, DeadLetterStatus, OutboxEvent
-from delivery import services
-from delivery.models import ChannelDelivery, Delivery
+from delivery import caps, services
+from delivery.models import ChannelDelivery, Delivery, DigestWindow, FrequencyCap
+from inbox import kinds as kind_registry
 
 
 @admin.register(Delivery)
@@ -13,6 +15,29 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["outcome"]
     search_fields = ["=notification_id", "=recipient_external_id"]
     show_full_result_count = False
+
+
+@admin.register(DigestWindow)
+class DigestWindowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Digest windows: open ones gather events until `closes_at`; a closed one became `digest:<id>`."""
+
+    list_display = ["id", "recipient_external_id", "key", "kind", "events_count", "opened_at", "closes_at", "closed_at"]
+    list_filter = ["kind", ("closed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["=recipient_external_id", "=key"]
+    show_full_result_count = False
+    readonly_fields = ["first_events"]
+
+    @admin.display(description="first events")
+    def first_events(self, window) -> str:
+        events = window.events.order_by("id")[:20]
+        return "; ".join(f"{e.notification_id} from {e.sender}" for e in events) or "-"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(events_count=Count("events"))
+
+    @admin.display(description="events", ordering="events_count")
+    def events_count(self, window) -> int:
+        return window.events_count
 
 
 @admin.register(ChannelDelivery)
@@ -51,3 +76,43 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class OutboxEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "topic", "key", "created_at"]
     list_filter = ["topic"]
+
+
+class FrequencyCapForm(forms.ModelForm):
+    """The API's checks (delivery.serializers.FrequencyCapInput) for the admin's form."""
+
+    channel = forms.ChoiceField(choices=[(c, c) for c in caps.CHANNELS])
+    max = forms.IntegerField(min_value=caps.MAX_MIN, max_value=caps.MAX_MAX)
+    per_seconds = forms.IntegerField(min_value=caps.PER_SECONDS_MIN, max_value=caps.PER_SECONDS_MAX,
+                                     help_text="The sliding window, in seconds (1 s to 30 days).")
+
+    class Meta:
+        model = FrequencyCap
+        fields = ["channel", "kind", "max", "per_seconds"]
+
+    def clean_kind(self):
+        kind = self.cleaned_data.get("kind") or None
+        if kind is not None and not kind_registry.kind_exists(kind):
+            raise forms.ValidationError(f'"{kind}" is not a kind; valid kinds: {kind_registry.kind_choices_text()}.')
+        return kind
+
+
+@admin.register(FrequencyCap)
+class FrequencyCapAdmin(admin.ModelAdmin):
+    """Frequency caps: the worker reads them again within a few seconds of a change."""
+
+    form = FrequencyCapForm
+    list_display = ["id", "channel", "kind", "max", "per_seconds", "created_at"]
+    list_filter = ["channel"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        caps.caps_forget()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        caps.caps_forget()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        caps.caps_forget()

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import orjson
 import urllib3
 from django.conf import settings
-from django.core.mail import BadHeaderError, EmailMessage
+from django.core.mail import BadHeaderError, EmailMultiAlternatives
 from standardwebhooks import Webhook
 
 from core.messages import Channel, NotificationContent
@@ -222,8 +222,10 @@ class EmailChannel(ExternalChannel):
         content = outgoing.content
         first_line = content.message.splitlines()[0] if content.message else ""
         subject = single_line(content.title or first_line or content.kind)[:120] or content.kind
-        message = EmailMessage(subject=subject, body=content.message, to=[outgoing.email],
-                               headers={"X-Notification-Id": header_value(outgoing.notification_id)})
+        message = EmailMultiAlternatives(subject=subject, body=content.message, to=[outgoing.email],
+                                         headers={"X-Notification-Id": header_value(outgoing.notification_id)})
+        if content.html:  # rendered from an email template's html part
+            message.attach_alternative(content.html, "text/html")
         try:
             message.send()
         except smtplib.SMTPRecipientsRefused as exc:

@@ -10,6 +10,12 @@ and by `manage.py purge` (once, for operators).
   retrying, dead or skipped stay: a dead one is what its dead letter replays).
 - Dead letters discarded more than RETENTION_DEAD_LETTER_DAYS ago (`dead` ones stay until an operator
   replays or discards them).
+- Digest windows closed more than RETENTION_CHANNEL_DELIVERY_DAYS ago, their events first (the digest
+  notification keeps what it says; the events only served the trace's "into digest:<n>").
+- Frequency caps' events (delivery/caps.py) older than the longest cap's window, which no cap counts
+  any more, and the guard rows of (recipient, channel) not used since. A guard row deleted while a
+  worker locks it is harmless: the worker's `INSERT ... ON CONFLICT` then inserts it again (and holds
+  it), or the delete waits for the worker's commit.
 
 The delivery ledger (`Delivery`) is not purged: it must hold each notification id at least as long as
 a replay can bring that notification back, and a dead letter can be replayed for as long as it exists
@@ -37,6 +43,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from core.consumer import StopFlag
@@ -44,7 +51,8 @@ from core.db import delete_batch
 from core.failures import describe
 from core.idempotency import KEY_LIFETIME
 from core.models import DeadLetter, DeadLetterStatus, IdempotencyKey, OutboxEvent
-from delivery.models import ChannelDelivery, ChannelDeliveryStatus
+from delivery.caps import cap_window_longest
+from delivery.models import CapEvent, CapGuard, ChannelDelivery, ChannelDeliveryStatus, DigestEvent, DigestWindow
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +75,9 @@ class PurgeResult:
 
 def _purgeable(now: datetime) -> dict[str, object]:
     """What each kind keeps no longer, as of `now` (a clock the tests move)."""
+    digests_kept = timedelta(days=settings.RETENTION_CHANNEL_DELIVERY_DAYS)
+    # What no cap counts any more: older than the longest cap's window (everything, without caps).
+    caps_counted_since = now - timedelta(seconds=cap_window_longest())
     return {
         "idempotency keys": IdempotencyKey.objects.filter(created_at__lt=now - KEY_LIFETIME),
         "outbox events": OutboxEvent.objects.filter(
@@ -74,6 +85,11 @@ def _purgeable(now: datetime) -> dict[str, object]:
         "channel deliveries": ChannelDelivery.objects.filter(
             status=ChannelDeliveryStatus.SENT,
             updated_at__lt=now - timedelta(days=settings.RETENTION_CHANNEL_DELIVERY_DAYS)),
+        "digest events": DigestEvent.objects.filter(window__closed_at__lt=now - digests_kept),
+        "digest windows": DigestWindow.objects.filter(closed_at__lt=now - digests_kept).exclude(
+            Exists(DigestEvent.objects.filter(window=OuterRef("pk")))),
+        "cap events": CapEvent.objects.filter(at__lt=caps_counted_since),
+        "cap guards": CapGuard.objects.filter(used_at__lt=caps_counted_since),
         "dead letters": DeadLetter.objects.filter(
             status=DeadLetterStatus.DISCARDED,
             resolved_at__lt=now - timedelta(days=settings.RETENTION_DEAD_LETTER_DAYS)),

@@ -46,6 +46,7 @@ CAMPAIGN_NOT_FOUND = Route(DeliveryOutcome.SKIPPED, "campaign not found")
 CAMPAIGN_CANCELLED = Route(DeliveryOutcome.SKIPPED, "campaign cancelled")
 RECIPIENT_DELETED = Route(DeliveryOutcome.SKIPPED, "recipient deleted")
 EVERY_CHANNEL_OPTED_OUT = Route(DeliveryOutcome.SKIPPED, "opted out of every channel")
+EXPIRED = Route(DeliveryOutcome.SKIPPED, "expired")
 
 # Every delivered route, by (in-app?, webhook?, email?).
 _DELIVER = {
@@ -70,9 +71,11 @@ def route(
     kind: str,
     opt_outs: tuple[Mapping[str, bool], Mapping[str, bool]] = NO_OPT_OUTS,
     gateway: str = "",
+    expired: bool = False,
 ) -> Route:
     """Route one task. The first rule that applies decides:
 
+    0. its `expires_at` has passed (`expired`): skipped, "expired" (never delivered late);
     1. a campaign task whose campaign is not found (`campaign_status` None): skipped, "campaign not found";
     2. its campaign cancelled: skipped, "campaign cancelled";
     3. the recipient not found (`recipient` None: deleted): skipped, "recipient deleted";
@@ -85,6 +88,8 @@ def route(
     `opt_outs` is the recipient's (kinds, channels) preferences, each {name: false} to opt out;
     `kind` is the notification's kind (its campaign's, for a campaign task).
     """
+    if expired:
+        return EXPIRED
     if campaign_task:
         if campaign_status is None:
             return CAMPAIGN_NOT_FOUND

@@ -14,8 +14,8 @@ from campaigns.models import Campaign, CampaignStatus
 from core import topics
 from core.messages import SCHEMA_VERSION, NotificationTask
 from core.models import DeadLetter, OutboxEvent, ScheduledItem
-from delivery.models import ChannelDelivery, ChannelDeliveryStatus, Delivery, DeliveryOutcome
-from delivery.services import SEND, send_key
+from delivery.models import ChannelDelivery, ChannelDeliveryStatus, Delivery, DeliveryOutcome, DigestEvent
+from delivery.services import CANCELLED, SEND, send_key
 from inbox import services as inbox_services
 from inbox.models import Notification, Recipient
 
@@ -26,8 +26,10 @@ class TraceStatus:
     DELIVERED = "delivered"  # settled; every channel sent (or had nothing to send)
     SKIPPED = "skipped"  # settled without delivery: `reason` says why (opted out, recipient deleted, ...)
     DEAD_LETTERED = "dead_lettered"  # settled as failed, or a channel ended in a dead letter
+    DIGESTED = "digested"  # folded into a digest: `reason` names the digest's id (trace that one next)
+    CANCELLED = "cancelled"  # held until its send_at, and cancelled then (DELETE): never delivered
 
-    ALL = (ACCEPTED, SCHEDULED, DELIVERED, SKIPPED, DEAD_LETTERED)
+    ALL = (ACCEPTED, SCHEDULED, DELIVERED, SKIPPED, DEAD_LETTERED, DIGESTED, CANCELLED)
 
 
 # "<campaign id>:<recipient id>": the id the dispatcher gives each campaign task.
@@ -43,6 +45,7 @@ class ChannelTrace:
     last_error: str
     updated_at: datetime
     next_attempt_at: datetime | None = None  # pending or retrying: when the scheduler sends it
+    held: str = ""  # why a send waits past its settling: "quiet hours until ...", an escalation (delivery/holds.py)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ class NotificationTrace:
 def notification_trace(*, notification_id: str) -> NotificationTrace | None:
     """What became of one notification, from every place that holds a part of it; None if none does.
 
-    Settled (the ledger, `Delivery`, holds the id): `skipped` or `dead_lettered` (the worker could not
+    Settled (the ledger, `Delivery`, holds the id; a held notification cancelled is there too, `cancelled`; or, for a campaign recipient reached in-app only,
+    its inbox row stands for the ledger entry: `delivered`): `skipped` or `dead_lettered` (the worker could not
     process it) as the ledger says, with its reason; else `dead_lettered` if a channel ended dead,
     `scheduled` while a channel is pending or retrying, `delivered` otherwise. The channels, the
     dead letters naming the id (whatever their status: replayed and discarded ones too) and the inbox
@@ -102,14 +106,16 @@ def notification_trace(*, notification_id: str) -> NotificationTrace | None:
     """
     ledger = Delivery.objects.filter(notification_id=notification_id).first()
     rows = list(ChannelDelivery.objects.filter(notification_id=notification_id).order_by("channel"))
-    due = dict(ScheduledItem.objects.filter(kind=SEND, key__in=[send_key(c.id) for c in rows]).values_list("key", "due_at"))
-    channels = [ChannelTrace(c.channel, c.status, c.attempts, c.last_error, c.updated_at, due.get(send_key(c.id)))
-                for c in rows]
+    due = {key: (due_at, payload) for key, due_at, payload in ScheduledItem.objects.filter(
+        kind=SEND, key__in=[send_key(c.id) for c in rows]).values_list("key", "due_at", "payload")}
+    channels = [ChannelTrace(c.channel, c.status, c.attempts, c.last_error, c.updated_at, item[0],
+                             str(item[1].get("held", "")) if isinstance(item[1], dict) else "")
+                for c in rows for item in (due.get(send_key(c.id), (None, None)),)]
     letters = [
         DeadLetterTrace(d.id, d.reason, d.error, d.channel, d.attempts, d.status, d.created_at)
         for d in DeadLetter.objects.filter(notification_id=notification_id).order_by("id")
     ]
-    inbox_row = Notification.objects.filter(notification_id=notification_id).first()
+    inbox_row = Notification.objects.filter(notification_id=notification_id).select_related("recipient").first()
     trace = NotificationTrace(id=notification_id, status="", channels=channels, dead_letters=letters)
     if inbox_row is not None:
         trace.in_app = InAppTrace(inbox_row.delivered_at, inbox_row.seen_at, inbox_row.read_at, inbox_row.archived_at)
@@ -119,6 +125,11 @@ def notification_trace(*, notification_id: str) -> NotificationTrace | None:
         trace.recipient, trace.campaign_id, trace.settled_at = (
             ledger.recipient_external_id, ledger.campaign_id, ledger.settled_at)
         trace.status, trace.reason = _settled_status(ledger, channels)
+        return trace
+    if inbox_row is not None:  # a campaign chunk's in-app-only delivery: its inbox row is its ledger entry
+        trace.recipient = inbox_row.recipient.external_id
+        trace.campaign_id, trace.settled_at = inbox_row.campaign_id, inbox_row.delivered_at
+        trace.status = TraceStatus.DELIVERED
         return trace
 
     held = ScheduledItem.objects.filter(kind=inbox_services.RELEASE, key=inbox_services.release_key(notification_id)).first()
@@ -149,14 +160,24 @@ def notification_trace(*, notification_id: str) -> NotificationTrace | None:
 
 def _settled_status(ledger: Delivery, channels: list[ChannelTrace]) -> tuple[str, str]:
     if ledger.outcome == DeliveryOutcome.SKIPPED:
+        if ledger.reason == CANCELLED:
+            return TraceStatus.CANCELLED, ledger.reason
         return TraceStatus.SKIPPED, ledger.reason
     if ledger.outcome == DeliveryOutcome.FAILED:
         return TraceStatus.DEAD_LETTERED, ledger.reason
+    if ledger.outcome == DeliveryOutcome.DIGESTED:
+        event = DigestEvent.objects.filter(notification_id=ledger.notification_id).select_related("window").first()
+        if event is None:
+            return TraceStatus.DIGESTED, ledger.reason
+        window = event.window
+        when = f"closed at {window.closed_at.isoformat()}" if window.closed_at else f"open until {window.closes_at.isoformat()}"
+        return TraceStatus.DIGESTED, f"into {window.notification_id} ({window.key}), {when}"
     if dead := [c for c in channels if c.status == ChannelDeliveryStatus.DEAD]:
         return TraceStatus.DEAD_LETTERED, "; ".join(f"{c.channel}: {c.last_error}" for c in dead)[:500]
-    if any(c.status in (ChannelDeliveryStatus.PENDING, ChannelDeliveryStatus.RETRYING) for c in channels):
-        return TraceStatus.SCHEDULED, ""
-    return TraceStatus.DELIVERED, ""
+    if waiting := [c for c in channels if c.status in (ChannelDeliveryStatus.PENDING, ChannelDeliveryStatus.RETRYING)]:
+        held = [f"{c.channel}: {c.held}" for c in waiting if c.held]
+        return TraceStatus.SCHEDULED, "; ".join([ledger.reason] * bool(ledger.reason) + held)[:500]
+    return TraceStatus.DELIVERED, ledger.reason  # empty, or the channels a frequency cap held back
 
 
 def _pending_send_event(notification_id: str) -> OutboxEvent | None:

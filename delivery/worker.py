@@ -12,11 +12,12 @@ from django.conf import settings
 from core import broker, dead_letters, metrics, monitoring, scheduler, topics
 from core.consumer import BatchConsumer, Heartbeat, StopFlag
 from core.failures import FailureKind, describe, failure_kind
-from core.messages import ChannelRetry, Envelope, InvalidRecord, NotificationTask
-from delivery import services
+from core.messages import CampaignChunk, ChannelRetry, Envelope, InvalidRecord, NotificationTask
+from delivery import digests, services
 from delivery.channels import channels_available
 from delivery.sender import Outcome, Sender
 from inbox import services as inbox_services
+from inbox.templating import TemplateRenderError
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +58,19 @@ class Worker:
 
     def handle_batch(self, envelopes: list[Envelope]) -> None:
         tasks = [e.message for e in envelopes if isinstance(e.message, NotificationTask)]
+        chunks = [(e.message, e.origin) for e in envelopes if isinstance(e.message, CampaignChunk)]
         retries = [e.message for e in envelopes if isinstance(e.message, ChannelRetry)]
         scheduled = 0
-        if tasks:
+        if tasks or chunks:
             origins = {e.message.notification_id: e.origin for e in envelopes if isinstance(e.message, NotificationTask)}
-            result = services.deliveries_settle(tasks=tasks, origins=origins)
+            result = services.deliveries_settle(tasks=tasks, chunks=chunks, origins=origins)
             scheduled += result.sends_scheduled
             for (outcome, kind), count in result.by_outcome_and_kind.items():
                 metrics.DELIVERIES.labels(outcome, kind).inc(count)
+            for (channel, reason), count in result.held.items():
+                metrics.CHANNEL_HELD.labels(channel, reason).inc(count)
             if logger.isEnabledFor(logging.DEBUG):  # one line per notification: costly at full speed
-                for task in tasks:
+                for task in [*tasks, *(t for chunk, _ in chunks for t in chunk.unpack())]:
                     logger.debug("settled notification", extra={
                         "notification_id": task.notification_id, "campaign_id": task.campaign_id, "recipient": task.recipient})
         if retries:
@@ -83,7 +87,9 @@ class Worker:
                 raise  # an outage: the consumer waits it out and calls again
             dead_letters.envelope_dead_letter_raw(envelope=envelope, error=f"{describe(error)}; recording it: {describe(exc)}")
             written = True
-        if written:
+        # A template that does not render is the operator's content, not a broken channel or producer: its
+        # notifications are dead-lettered (replayable once it is fixed) and never trip the failure guard.
+        if written and not isinstance(error, TemplateRenderError):
             self._observe(failures=1, successes=0, last_error=f"processing failed: {describe(error)}")
 
     def handle_invalid(self, records: list[InvalidRecord]) -> None:
@@ -108,8 +114,11 @@ def worker_run(*, stop: StopFlag, heartbeat: Heartbeat, batch_size: int, group: 
     worker = Worker(stop=stop)
     logger.info("worker: consuming %s and %s as group %s", topics.SEND.name, topics.RETRY.name, broker.group_name(group))
     worker.sender.start()
-    # Work that waits and whose release is a database write: held notifications (send_at).
-    due = scheduler.DueLoop(name="scheduler", handlers=[inbox_services.notifications_release_due], stop=stop)
+    # Work that waits and whose release is a database write: held notifications (send_at), digest
+    # windows that close, and the second erase of deleted recipients' inboxes.
+    due = scheduler.DueLoop(name="scheduler", handlers=[inbox_services.notifications_release_due,
+                                                        digests.digests_close_due,
+                                                        inbox_services.recipients_erase_due], stop=stop)
     due.start()
     try:
         BatchConsumer(

@@ -2,7 +2,7 @@ import factory
 from django.utils import timezone
 
 from core.messages import Kind
-from inbox.models import Notification, Preference, Recipient
+from inbox.models import Notification, NotificationKind, Preference, Recipient, Subscription, Template
 
 
 class RecipientFactory(factory.django.DjangoModelFactory):
@@ -35,3 +35,31 @@ class PreferenceFactory(factory.django.DjangoModelFactory):
     recipient = factory.SubFactory(RecipientFactory)
     kinds = factory.LazyFunction(dict)
     channels = factory.LazyFunction(dict)
+
+
+class NotificationKindFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = NotificationKind
+
+    name = factory.Sequence(lambda n: f"kind-{n}")
+
+
+class TemplateFactory(factory.django.DjangoModelFactory):
+    """A default-locale in-app template of `like` unless given."""
+
+    class Meta:
+        model = Template
+
+    kind = Kind.LIKE
+    channel = "in_app"
+    locale = factory.Sequence(lambda n: ["", "de", "fr", "it", "es"][n % 5] if n < 5 else f"en-{['GB', 'US', 'AU', 'CA', 'IE'][n % 5]}")
+    title = "New like"
+    body = "{{ actor }} liked {{ data.post }}"
+
+
+class SubscriptionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Subscription
+
+    key = factory.Sequence(lambda n: f"post:{n}")
+    recipient = factory.SubFactory(RecipientFactory)

@@ -8,9 +8,29 @@ A value a filter cannot read is a 400 naming the parameter (`core.filters`).
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
-from core.filters import BooleanFilter, ChoiceFilter
-from core.messages import Kind
-from inbox.models import Notification, Recipient
+from core.filters import BooleanFilter, ChoiceFilter, _ChoiceField
+from core.messages import Channel, Kind
+from inbox import kinds as kind_registry
+from inbox.models import Notification, Recipient, Template
+
+
+class _KindChoiceField(_ChoiceField):
+    """A kind: built in or registered (any given, empty too, must be one)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.error_messages["invalid_choice"] = (
+            f'"%(value)s" is not a valid choice; valid choices: {kind_registry.kind_choices_text()}.')
+
+    def valid_value(self, value):
+        return kind_registry.kind_exists(str(value))
+
+
+class KindFilter(ChoiceFilter):
+    field_class = _KindChoiceField
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=Kind.choices, **kwargs)
 
 ATTRIBUTE_PREFIX = "attributes."
 
@@ -24,7 +44,7 @@ class InboxFilter(filters.FilterSet):
     })(BooleanFilter(method="filter_archived", default=False))
     unread = BooleanFilter(method="filter_unread", allow_null=True,
                            help_text="true: only unread notifications; false: only read ones.")
-    kind = ChoiceFilter(choices=Kind.choices)
+    kind = KindFilter()
 
     class Meta:
         model = Notification
@@ -56,3 +76,13 @@ class RecipientFilter(filters.FilterSet):
             if key.startswith(ATTRIBUTE_PREFIX):
                 recipients = recipients.with_attribute(key.removeprefix(ATTRIBUTE_PREFIX), value)
         return recipients
+
+
+class TemplateFilter(filters.FilterSet):
+    kind = KindFilter()
+    channel = ChoiceFilter(choices=Channel.choices)
+    locale = filters.CharFilter(help_text="Exactly (empty: no filter).")
+
+    class Meta:
+        model = Template
+        fields = ["kind", "channel", "locale"]

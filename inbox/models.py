@@ -7,7 +7,8 @@ from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from core.messages import RECIPIENT_ID_MAX_LENGTH, Kind
+from core.messages import RECIPIENT_ID_MAX_LENGTH, Channel, Kind
+from inbox.quiet_hours import timezone_validator
 
 # PostgreSQL NOTIFY channels the stream servers LISTEN on (inbox/stream.py); SQLite has none.
 # New inbox rows (a statement trigger, migration 0006):
@@ -58,6 +59,9 @@ class Recipient(models.Model):
     # recreated recipient has a new key, so the tokens of the deleted one stay dead. db_default:
     # the worker creates recipients with a raw INSERT.
     token_generation = models.IntegerField(default=0, db_default=0, editable=False)
+    # IANA ("Europe/Berlin"); blank: DEFAULT_TIMEZONE. Its quiet hours are read in it. db_default: the
+    # worker creates recipients with a raw INSERT. (Last: the name hides django.utils.timezone here.)
+    timezone = models.CharField(max_length=64, blank=True, default="", db_default="", validators=[timezone_validator])
 
     objects = RecipientQuerySet.as_manager()
 
@@ -103,7 +107,12 @@ class Notification(models.Model):
     # The id the API answered with ("<uuid>") or "<campaign id>:<recipient id>" for a campaign.
     notification_id = models.CharField(max_length=160, unique=True)
     # No index of its own: (recipient, -id) below leads with it (one index fewer on the hot insert).
-    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="notifications", db_index=False)
+    # No constraint in the database either: its check locks the recipient's row for each inbox row
+    # written (about a fifth of a campaign's insert). Deleting a recipient deletes its inbox here
+    # (Django's CASCADE), and once more a while later (`recipient_delete`) for rows a worker wrote
+    # in that same instant.
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="notifications", db_index=False,
+                                  db_constraint=False)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     sender = models.CharField(max_length=RECIPIENT_ID_MAX_LENGTH, blank=True)
     title = models.CharField(max_length=200, blank=True)
@@ -143,7 +152,85 @@ class Preference(models.Model):
     recipient = models.OneToOneField(Recipient, on_delete=models.CASCADE, primary_key=True, related_name="preference")
     kinds = models.JSONField(default=dict, blank=True)
     channels = models.JSONField(default=dict, blank=True)
+    # {"start": "22:00", "end": "08:00"} in the recipient's time zone (inbox/quiet_hours.py); null: none.
+    quiet_hours = models.JSONField(null=True, blank=True, default=None)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"preferences of {self.recipient_id}"
+
+
+# A subscription key (the API's "topic", named otherwise here so that it is never taken for a Kafka
+# topic): letters, digits and `_ . : @ -`, up to 200 characters, such as "post:42".
+SUBSCRIPTION_KEY_MAX_LENGTH = 200
+SUBSCRIPTION_KEY_REGEX = r"^[A-Za-z0-9_.:@-]{1,200}$"
+
+
+class Subscription(models.Model):
+    """A recipient subscribed to a key: a notification or a campaign sent to the key reaches every
+    subscriber (a campaign segment {"type": "TOPIC", "key": ...})."""
+
+    key = models.CharField(max_length=SUBSCRIPTION_KEY_MAX_LENGTH)
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="subscriptions", db_index=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Also the fan-out's path: a key's subscribers in recipient order (keyset pages).
+            models.UniqueConstraint(fields=["key", "recipient"], name="subscription_once"),
+        ]
+        indexes = [models.Index(fields=["recipient", "key"], name="subscription_of_recipient")]
+
+    def __str__(self) -> str:
+        return f"{self.recipient_id} subscribed to {self.key}"
+
+
+# A registered kind's name: lower case, digits, "_", "." or "-", at most 16 characters (the inbox's
+# kind column).
+KIND_NAME_MAX_LENGTH = 16
+KIND_NAME_REGEX = r"^[a-z][a-z0-9_.-]{0,15}$"
+
+
+class NotificationKind(models.Model):
+    """A kind a service registered (POST /api/v1/kinds/), beside the built-in ones (core.messages.Kind).
+    Never deleted: its name is in stored notifications, preferences and templates, and every API
+    process remembers the kinds it has seen (inbox/kinds.py)."""
+
+    name = models.CharField(max_length=KIND_NAME_MAX_LENGTH, unique=True)
+    urgent = models.BooleanField(default=False, help_text="Urgent kinds are never held back (digests, quiet hours).")
+    digest_window_seconds = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="A default digest: its notifications sent without a digest of their own are folded per "
+                  "recipient under the kind's name for this many seconds. Empty: none.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Template(models.Model):
+    """What a kind's notifications say on one channel in one locale: Liquid, parsed when saved
+    (inbox/templating.py). `locale` is a BCP 47 tag in canonical case, or empty for the default."""
+
+    kind = models.CharField(max_length=KIND_NAME_MAX_LENGTH)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    locale = models.CharField(max_length=16, blank=True, help_text="BCP 47 (de, de-AT); empty: the default.")
+    title = models.TextField(blank=True, help_text="In-app and webhook.")
+    body = models.TextField(blank=True, help_text="In-app and webhook.")
+    subject = models.TextField(blank=True, help_text="Email.")
+    text = models.TextField(blank=True, help_text="Email: the plain-text part.")
+    html = models.TextField(blank=True, help_text="Email: the HTML part (optional).")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "channel", "locale"], name="inbox_template_one_per_locale"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} / {self.channel} / {self.locale or 'default'}"
+
+    @property
+    def parts(self) -> dict[str, str]:
+        return {"title": self.title, "body": self.body, "subject": self.subject, "text": self.text, "html": self.html}

@@ -15,7 +15,9 @@ stream of that recipient (or, when the process is full and it has none, of the p
 refused for good, and several tabs of one user keep working.
 
 Read state: a change (read, unread, seen, archive, unarchive, read-all) is sent to every open
-stream of the recipient as `event: state`, with the recipient's unread count (PostgreSQL only).
+stream of the recipient as `event: state`, with the recipient's unread count. SQLite has no NOTIFY:
+there each poll compares the unread counts of the recipients with open streams with the last ones
+sent, and a count that changed goes out as `{"action": "sync", "unread_count": n}`.
 
 Revocation: a stream opened with a recipient token closes when the recipient's tokens are revoked
 or the recipient is deleted (NOTIFY from inbox.services; every few seconds the broadcaster also
@@ -117,6 +119,7 @@ class InboxBroadcaster:
         self.opened: dict[Subscription, None] = {}  # every stream of the process, oldest first
         self.to_recheck: set[int] = set()  # recipients whose streams' tokens are checked again
         self.state_changes: list[dict] = []  # read-state changes to push, oldest first
+        self.polled_counts: dict[int, int] = {}  # SQLite: the unread count each recipient's streams last got
         self.wake = asyncio.Event()
         self.database = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox-stream-db")
         self.tasks: list[asyncio.Task] = []
@@ -205,6 +208,8 @@ class InboxBroadcaster:
                     await self._fetch_and_dispatch()
                 if self.state_changes:
                     await self._dispatch_state_changes()
+                if self.opened and connection.vendor != "postgresql":
+                    await self._dispatch_polled_counts()
             except Exception:  # a database hiccup must not end every stream of the process
                 logger.exception("stream: reading the database failed; retrying")
                 await asyncio.sleep(1)
@@ -254,6 +259,22 @@ class InboxBroadcaster:
             state = State({**data, "unread_count": counts.get(change["recipient_pk"], 0)})
             for subscription in self.by_recipient.get(change["recipient_pk"], ()):
                 subscription.queue.put_nowait(state)
+
+
+    async def _dispatch_polled_counts(self) -> None:
+        """SQLite: a `sync` state event for each recipient whose unread count changed since the last poll,
+        and for a recipient seen for the first time (a change made just before cannot be missed)."""
+        recipient_pks = set(self.by_recipient)
+        self.polled_counts = {pk: n for pk, n in self.polled_counts.items() if pk in recipient_pks}
+        counts = await self._db(_unread_counts, recipient_pks)
+        for recipient_pk in recipient_pks:
+            count = counts.get(recipient_pk, 0)
+            known = self.polled_counts.get(recipient_pk)
+            self.polled_counts[recipient_pk] = count
+            if known != count:
+                state = State({"action": "sync", "unread_count": count})
+                for subscription in self.by_recipient.get(recipient_pk, ()):
+                    subscription.queue.put_nowait(state)
 
 
 _broadcasters: dict[int, InboxBroadcaster] = {}

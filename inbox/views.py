@@ -1,16 +1,26 @@
+import re
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
-from rest_framework.exceptions import APIException, AuthenticationFailed, NotAuthenticated, NotFound, ValidationError
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import (
+    APIException,
+    AuthenticationFailed,
+    NotAuthenticated,
+    NotFound,
+    ValidationError,
+)
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import NewestFirstCursorPagination
+from core.api import NewestFirstCursorPagination, StorableJSONParser
+from core.db import Condition
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
-from core.messages import Kind
-from inbox import selectors, services
+from inbox import selectors, services, subscriptions, templating
 from inbox.authentication import (
     RecipientPrincipal,
     recipient_token_issue,
@@ -18,11 +28,19 @@ from inbox.authentication import (
     service_token_refused,
     service_token_unchecked,
 )
-from inbox.filters import InboxFilter, RecipientFilter
-from inbox.models import Notification, Recipient
+from inbox.filters import InboxFilter, RecipientFilter, TemplateFilter
+from inbox.models import (
+    SUBSCRIPTION_KEY_REGEX,
+    Notification,
+    Recipient,
+    Subscription,
+    Template,
+)
 from inbox.permissions import InboxAccess
 from inbox.serializers import (
     RECIPIENTS_PER_REQUEST_MAX,
+    KindInput,
+    KindOutput,
     NotificationAcceptedOutput,
     NotificationOutput,
     NotificationSendInput,
@@ -33,31 +51,52 @@ from inbox.serializers import (
     RecipientInput,
     RecipientOutput,
     RecipientTokenOutput,
+    RecipientTopicOutput,
     RecipientUpdateInput,
     RecipientUpdateOutput,
     RecipientUpsertOutput,
     SeedSendInput,
+    SubscriberOutput,
+    SubscriberPageOutput,
+    SubscribersAddedOutput,
+    SubscribersInput,
+    SubscribersRemovedOutput,
+    TemplateInput,
+    TemplateOutput,
+    TemplatePreviewInput,
+    TemplatePreviewOutput,
     UnreadCountInput,
     UnreadCountOutput,
 )
 
 
-def _accepted(task) -> Response:
+def _accepted(accepted: services.Accepted) -> Response:
     # NotificationAcceptedOutput's shape (it documents it), without a serializer per request.
-    return Response({"id": task.notification_id, "status": "accepted"}, status=status.HTTP_202_ACCEPTED)
+    return Response({"id": accepted.notification_id, "status": "scheduled" if accepted.scheduled else "accepted"},
+                    status=status.HTTP_202_ACCEPTED)
 
 
 # Lists, retrieve and destroy are DRF's generic mixins with FilterSets (inbox/filters.py). The views
 # written by hand below are the ones no generic view fits, each saying why.
 
 
-def _send(request, **fields) -> Response:
-    """Queue one notification; a service token from memory is checked by the outbox INSERT itself."""
+def _send(request, *, message: str = "", **fields) -> Response:
+    """Queue one notification; a service token from memory is checked by the outbox INSERT itself, and
+    so is, for a notification without a message, its kind's default in-app template."""
+    token = service_token_unchecked(request)
+    # A digest says its events in the kind's template or in a built-in sentence: no template needed,
+    # unless the kind is urgent (never folded: delivered on its own, it needs its text).
+    folded = fields.get("digest") is not None and fields["kind"] not in selectors.kind_rules(names={fields["kind"]})[1]
+    template = None if message or folded else selectors.template_default_condition(kind=fields["kind"])
     try:
-        task = services.notification_send(**fields, only_if=service_token_unchecked(request))
+        accepted = services.notification_send(**fields, message=message, only_if=Condition.all(token, template))
     except services.NotAccepted:
-        service_token_refused(request)  # deleted, rotated or its user deactivated since: 401
-    return _accepted(task)
+        if template is None or (token is not None and not token.holds()):
+            service_token_refused(request)  # deleted, rotated or its user deactivated since: 401
+        raise ValidationError({"message": [
+            f"Required: kind {fields['kind']} has no default in_app template to render it from "
+            "(POST /api/v1/templates/ with an empty locale)."]}) from None
+    return _accepted(accepted)
 
 
 class TokenCheckedInStatement:
@@ -91,13 +130,16 @@ class NotificationSendView(TokenCheckedInStatement, APIView):
                    parameters=[IDEMPOTENCY_KEY_PARAMETER])
     @idempotent
     def post(self, request):
+        return self.send(request)
+
+    def send(self, request) -> Response:
         serializer = NotificationSendInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         return _send(request, **serializer.validated_data)
 
 
 class SeedSendView(TokenCheckedInStatement, APIView):
-    """The first seed's POST /send (fromID, toID, message); the kind is `custom`."""
+    """The first seed's POST /send (fromID, toID, message, and an optional kind: `custom` by default)."""
 
     # Hand-written, as NotificationSendView.
 
@@ -107,7 +149,7 @@ class SeedSendView(TokenCheckedInStatement, APIView):
         serializer = SeedSendInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        return _send(request, sender=data["fromID"], recipient=data["toID"], kind=Kind.CUSTOM,
+        return _send(request, sender=data["fromID"], recipient=data["toID"], kind=data["kind"],
                      message=data["message"], data={})
 
 
@@ -183,7 +225,8 @@ class PreferenceView(APIView):
                                                  create_recipient=not isinstance(request.user, RecipientPrincipal))
         except Recipient.DoesNotExist:
             raise NotFound(f"No recipient {recipient_id}.") from None
-        return Response({"kinds": preference.kinds, "channels": preference.channels})
+        return Response({"kinds": preference.kinds, "channels": preference.channels,
+                         "quiet_hours": preference.quiet_hours})
 
 
 class RecipientTokenView(APIView):
@@ -284,3 +327,153 @@ class PushSecretRotateView(APIView):
         except services.NoPushEndpoint:
             raise NoPushEndpoint() from None
         return Response(PushSecretOutput(rotated).data)
+
+
+_SUBSCRIPTION_KEY = re.compile(SUBSCRIPTION_KEY_REGEX)
+
+
+def _subscription_key(key: str) -> str:
+    if not _SUBSCRIPTION_KEY.match(key):
+        raise ValidationError({"key": ["A topic key is 1 to 200 letters, digits and '_', '.', ':', '@' or '-'."]})
+    return key
+
+
+class TopicSubscribersView(APIView):
+    """A topic's subscribers: GET lists them (cursor pages, newest first), PUT adds the body's
+    `recipients`, DELETE removes them. A notification or a campaign sent to the topic reaches them all."""
+
+    # Hand-written: one resource with three verbs whose inputs and outputs differ (no generic view has
+    # a bulk PUT and a DELETE with a body); the list uses the generic cursor pagination.
+
+    max_body_bytes = settings.RECIPIENT_UPSERT_MAX_BYTES
+    # JSON only: a list of 10,000 ids as form fields would be refused by Django's field limit with an HTML page.
+    parser_classes = [StorableJSONParser]
+
+    @extend_schema(responses={200: SubscriberPageOutput}, parameters=[
+        OpenApiParameter("cursor", str, description="The `next` or `previous` link's cursor."),
+        OpenApiParameter("page_size", int, description="At most 200 (default 50)."),
+    ])
+    def get(self, request, key):
+        paginator = NewestFirstCursorPagination()
+        page = paginator.paginate_queryset(subscriptions.subscribers_of(key=_subscription_key(key)), request, view=self)
+        return paginator.get_paginated_response(SubscriberOutput(page, many=True).data)
+
+    @extend_schema(request=SubscribersInput, responses={200: SubscribersAddedOutput})
+    def put(self, request, key):
+        added = subscriptions.subscribers_add(key=_subscription_key(key), recipients=self._recipients(request))
+        return Response({"added": added})
+
+    @extend_schema(request=SubscribersInput, responses={200: SubscribersRemovedOutput})
+    def delete(self, request, key):
+        removed = subscriptions.subscribers_remove(key=_subscription_key(key), recipients=self._recipients(request))
+        return Response({"removed": removed})
+
+    @staticmethod
+    def _recipients(request) -> list[str]:
+        serializer = SubscribersInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data["recipients"]
+
+
+class RecipientTopicsView(generics.ListAPIView):
+    """The topics a recipient is subscribed to (cursor pages, newest first); an unknown recipient has none."""
+
+    serializer_class = RecipientTopicOutput
+    pagination_class = NewestFirstCursorPagination
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the OpenAPI schema's look at the view
+            return Subscription.objects.none()
+        return subscriptions.subscriptions_of(recipient_external_id=self.kwargs["recipient_id"])
+
+
+class KindViewSet(viewsets.ViewSet):
+    """Kinds: the built-in ones and the ones services register, each with its templates. A registered
+    kind is accepted wherever a kind is (sends, preferences, templates, the inbox's filter). Kinds are
+    never deleted: their names are in stored notifications and preferences."""
+
+    # Hand-written: the list joins the built-in kinds (code) with the registered ones (rows), and a
+    # kind's name is its id; no model or queryset holds them all.
+
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+
+    @extend_schema(responses={200: KindOutput(many=True)})
+    def list(self, request):
+        return Response(KindOutput(selectors.kind_list(), many=True).data)
+
+    @extend_schema(responses={200: KindOutput})
+    def retrieve(self, request, name=None):
+        kind = selectors.kind_get(name=name)
+        if kind is None:
+            raise NotFound(f"No kind {name}.")
+        return Response(KindOutput(kind).data)
+
+    @extend_schema(request=KindInput, responses={201: KindOutput})
+    def create(self, request):
+        serializer = KindInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            kind = services.kind_register(**serializer.validated_data)
+        except IntegrityError:  # registered concurrently
+            raise ValidationError({"name": [f'"{serializer.validated_data["name"]}" is registered already.']}) from None
+        return Response(KindOutput(selectors.kind_get(name=kind.name)).data, status=status.HTTP_201_CREATED)
+
+
+class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Templates: what a kind's notifications say on a channel in a locale, in Liquid. A send without
+    a message is rendered from them in the recipient's locale (de-AT, then de, then the default).
+    Filter the list by `kind`, `channel` and `locale`."""
+
+    # list and retrieve are the mixins'. create, update and destroy are hand-written around their
+    # services (the input serializer parses every part; the output is the stored template).
+
+    serializer_class = TemplateOutput
+    pagination_class = NewestFirstCursorPagination
+    filterset_class = TemplateFilter
+
+    def get_queryset(self):
+        return selectors.template_list()
+
+    def _save(self, request, *, instance: Template | None = None, partial: bool = False) -> Template:
+        serializer = TemplateInput(instance, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        try:
+            if instance is None:
+                return services.template_create(**serializer.validated_data)
+            return services.template_update(template=instance, **serializer.validated_data)
+        except IntegrityError:  # the same kind, channel and locale saved concurrently
+            raise ValidationError({"locale": ["A template of this kind, channel and locale exists already."]}) from None
+
+    @extend_schema(request=TemplateInput, responses={201: TemplateOutput})
+    def create(self, request):
+        return Response(TemplateOutput(self._save(request)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TemplateInput, responses={200: TemplateOutput})
+    def update(self, request, pk=None):
+        return Response(TemplateOutput(self._save(request, instance=self.get_object())).data)
+
+    @extend_schema(request=TemplateInput, responses={200: TemplateOutput})
+    def partial_update(self, request, pk=None):
+        return Response(TemplateOutput(self._save(request, instance=self.get_object(), partial=True)).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def destroy(self, request, pk=None):
+        services.template_delete(template=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=TemplatePreviewInput, responses={200: TemplatePreviewOutput})
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        serializer = TemplatePreviewInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        d = serializer.validated_data
+        try:
+            rendered = selectors.template_preview(
+                kind=d["kind"], channel=d["channel"], locale=d["locale"], actor=d["actor"],
+                recipient_id=d["recipient"].get("id", ""), attributes=d["recipient"].get("attributes", {}),
+                data=d["data"], parts={p: d[p] for p in templating.ALL_PARTS if p in d},
+            )
+        except templating.TemplateError as exc:
+            raise ValidationError({exc.part or "non_field_errors": [str(exc)]}) from None
+        return Response(TemplatePreviewOutput(rendered).data)

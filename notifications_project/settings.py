@@ -4,6 +4,7 @@ A missing or malformed variable stops the process with one line naming it, not a
 """
 
 import re
+import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 
@@ -125,6 +126,10 @@ SCHEDULER_POLL_SECONDS = _setting("SCHEDULER_POLL_SECONDS", env.float, default=0
 # With nothing due, the scheduler's loops sleep until the next due item, this long at most (an item
 # scheduled by any process wakes the due loop at once; the sender is woken by its own worker).
 SCHEDULER_IDLE_SECONDS = _setting("SCHEDULER_IDLE_SECONDS", env.float, default=5.0, check=_positive)
+
+# The time zone of recipients without one of their own (an IANA name): their quiet hours are read in it.
+DEFAULT_TIMEZONE = _setting("DEFAULT_TIMEZONE", env.str, default="UTC",
+                            check=lambda v: v in zoneinfo.available_timezones())
 
 # --- Retention (delivery.retention: a thread of run_worker, or `manage.py purge`) ------------------
 # Every RETENTION_PURGE_INTERVAL_SECONDS the worker deletes, RETENTION_PURGE_BATCH_SIZE rows per
@@ -272,6 +277,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the apps' static files (the admin's, the drop-in inbox's notification-inbox.js)
+# from where they are too, so a server started without `collectstatic` still has them.
+WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Every API body is capped (the middleware answers 400 with a JSON message above it); a view may
@@ -306,6 +314,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["inbox.permissions.IsServiceClientOrStaff"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # The user-to-user kinds keep the name they had when only POST /api/v1/notifications/ took them.
+    "ENUM_NAME_OVERRIDES": {"NotificationSendInputKindEnum": "core.messages.USER_TO_USER_KIND_VALUES"},
 }
 
 LOG_LEVEL = _setting("LOG_LEVEL", env.str, default="INFO")

@@ -7,6 +7,7 @@ from campaigns.segments import (
     AllUsers,
     Attribute,
     SegmentError,
+    Subscribers,
     UserIds,
     segment_parse,
 )
@@ -19,6 +20,8 @@ from campaigns.segments import (
         ({"type": "USER_IDS", "ids": ["1", "2", "1"]}, UserIds(ids=("1", "2"))),
         ({"type": "ATTRIBUTE", "attribute": "country", "op": "eq", "value": "DE"}, Attribute("country", "eq", "DE")),
         ({"type": "ATTRIBUTE", "attribute": "plan", "op": "in", "value": ["pro", 3]}, Attribute("plan", "in", ["pro", 3])),
+        ({"type": "TOPIC", "key": "post:42"}, Subscribers("post:42")),
+        ({"type": "TOPIC", "key": "post:42", "exclude": ["7"]}, Subscribers("post:42", ("7",))),
     ],
 )
 def test_valid_segments_parse(raw, expected):
@@ -29,8 +32,8 @@ def test_valid_segments_parse(raw, expected):
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"type": "SOME_USERS"}, "valid types: ALL_USERS, USER_IDS, ATTRIBUTE"),
-        ({}, "valid types: ALL_USERS, USER_IDS, ATTRIBUTE"),
+        ({"type": "SOME_USERS"}, "valid types: ALL_USERS, USER_IDS, ATTRIBUTE, TOPIC"),
+        ({}, "valid types: ALL_USERS, USER_IDS, ATTRIBUTE, TOPIC"),
         ("ALL_USERS", "Must be an object"),
         ({"type": "USER_IDS", "ids": []}, "non-empty list"),
         ({"type": "USER_IDS"}, "non-empty list"),
@@ -43,6 +46,12 @@ def test_valid_segments_parse(raw, expected):
         ({"type": "ATTRIBUTE", "attribute": "country", "op": "eq", "value": {"x": 1}}, "string, number or boolean"),
         ({"type": "ATTRIBUTE", "attribute": "country", "op": "in", "value": "DE"}, "a list of 1 to 1000"),
         ({"type": "ATTRIBUTE", "attribute": "country", "op": "in", "value": [[1]]}, "strings, numbers or booleans"),
+        ({"type": "TOPIC"}, "TOPIC needs `key`"),
+        ({"type": "TOPIC", "key": "x" * 201}, "1 to 200"),
+        ({"type": "TOPIC", "key": "a b"}, "TOPIC needs `key`"),
+        ({"type": "TOPIC", "key": "a\x00b"}, "TOPIC needs `key`"),
+        ({"type": "TOPIC", "key": "k", "exclude": "7"}, "at most one user id"),
+        ({"type": "TOPIC", "key": "k", "exclude": ["a b"]}, "at most one user id"),
     ],
 )
 def test_invalid_segments_say_what_is_valid(raw, message):

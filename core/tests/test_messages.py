@@ -126,7 +126,8 @@ def test_content_of_a_user_to_user_task():
 
 
 def test_content_of_a_campaign():
-    campaign = SimpleNamespace(id=5, kind="offer", title="Sale", body="50% off", data={"code": "X"}, created_at=ACCEPTED)
+    campaign = SimpleNamespace(id=5, kind="offer", sender="", title="Sale", body="50% off", data={"code": "X"},
+                               created_at=ACCEPTED)
 
     assert NotificationContent.of_campaign(campaign) == NotificationContent(
         kind="offer", sender="", title="Sale", message="50% off", data={"code": "X"}, campaign_id=5, created_at=ACCEPTED)
@@ -151,3 +152,36 @@ def test_content_stored_in_the_earlier_form_reads_back():
 
     assert NotificationContent.of_payload(stored) == NotificationContent(
         kind="offer", sender="", title="Sale", message="50% off", data={}, campaign_id=5, created_at=ACCEPTED)
+
+
+def _user_task(**fields) -> NotificationTask:
+    return NotificationTask(notification_id="n-2", recipient="1", kind="like", sender="2", message="m",
+                            created_at=ACCEPTED.isoformat(), **fields)
+
+
+def test_expires_at_is_encoded_only_when_set_so_earlier_records_stay_as_they_were():
+    plain = _user_task()
+    assert b"expires_at" not in plain.encode()
+    assert NotificationTask.decode(plain.encode()) == plain
+    assert plain.encode().startswith(b'{"v":1,"id":"n-2",')  # what the trace looks records up by
+
+    expiring = _user_task(expires_at="2026-11-21T21:55:01+01:00")
+    assert orjson.loads(expiring.encode())["expires_at"] == "2026-11-21T21:55:01+01:00"
+    assert NotificationTask.decode(expiring.encode()) == expiring
+
+
+def test_a_task_is_expired_from_its_expires_at_on():
+    task = _user_task(expires_at="2026-11-21T21:00:00+01:00")  # 20:00 UTC
+    assert not task.expired(datetime(2026, 11, 21, 19, 59, 59, tzinfo=timezone.utc))
+    assert task.expired(datetime(2026, 11, 21, 20, 0, 0, tzinfo=timezone.utc))
+    assert not _user_task().expired(datetime(2999, 1, 1, tzinfo=timezone.utc))  # none: never
+
+
+@pytest.mark.parametrize("expires_at", [
+    "", "tomorrow", "2026-13-01T00:00:00Z", "2026-11-21T20:00:00", 1765000000, None, True, ["2026-11-21T20:00:00Z"],
+    {"at": "2026-11-21T20:00:00Z"}, "2026-11-21T20:00:00+00:00" + " " * 100,
+])
+def test_an_expires_at_that_is_not_a_time_with_an_offset_is_an_invalid_payload(expires_at):
+    body = orjson.loads(_user_task().encode()) | {"expires_at": expires_at}
+    with pytest.raises(InvalidPayload, match="expires_at"):
+        NotificationTask.decode(orjson.dumps(body))

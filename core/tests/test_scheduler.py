@@ -137,7 +137,9 @@ def test_with_nothing_due_a_loop_sleeps_until_the_next_item_within_its_bounds():
     scheduler.schedule(_item("later", due_in=3600))
     assert scheduler.seconds_until_next_due(at_least=0.5, at_most=5.0) == 5.0
     scheduler.schedule(_item("soon", due_in=2))
-    assert 1.5 < scheduler.seconds_until_next_due(at_least=0.5, at_most=5.0) <= 2.0
+    assert 1.5 < scheduler.seconds_until_next_due(at_least=0.5, at_most=5.0) <= 2.01
+    with clock.moved(seconds=1.9):  # due in 0.1 s: woken for on time, not after the pause for busy items
+        assert 0.05 < scheduler.seconds_until_next_due(at_least=0.5, at_most=5.0) <= 0.11
     with clock.moved(seconds=10):  # due already (waiting for a busy lane, say): the shortest pause
         assert scheduler.seconds_until_next_due(at_least=0.5, at_most=5.0) == 0.5
 

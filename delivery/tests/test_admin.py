@@ -86,3 +86,17 @@ def test_campaign_admin_cancel_action(staff_client):
                                   "core/outboxevent", "campaigns/campaign", "core/deadletter"])
 def test_admin_pages_load(staff_client, page):
     assert staff_client.get(f"/admin/{page}/").status_code == 200
+
+
+def test_digest_windows_are_listed_with_their_events(staff_client):
+    from delivery.models import DigestEvent, DigestWindow
+
+    now = clock.now()
+    window = DigestWindow.objects.create(recipient_external_id="owner", key="post:42", kind="like", opened_at=now,
+                                         closes_at=now)
+    for i in range(3):
+        DigestEvent.objects.create(window=window, notification_id=f"like-{i}", sender=f"actor{i}", created_at=now)
+    listing = staff_client.get("/admin/delivery/digestwindow/?closed_at__isnull=True")
+    assert listing.status_code == 200 and b"post:42" in listing.content
+    page = staff_client.get(f"/admin/delivery/digestwindow/{window.pk}/change/")
+    assert page.status_code == 200 and b"like-2 from actor2" in page.content

@@ -15,7 +15,7 @@ from conftest import stack_env, wait_until
 from core import broker
 from core.devbroker import DevBroker
 from core.messages import NotificationTask
-from core.models import OutboxEvent
+from core.models import BrokerTopic, OutboxEvent
 from core.processes import ProcessGroup
 from core.relay import RELAY_LOCK_KEY
 from core.testing import topic_read
@@ -135,6 +135,40 @@ def test_producers_heal_after_the_broker_is_killed_and_comes_back_empty(kafka, t
         processes.stop_all()
         own.stop()
         restarted.stop()
+        for path, _ in processes.processes:  # shown when the test failed
+            print(f"--- {path}\n{path.read_text(errors='replace')}")
+
+
+def test_a_broker_that_lost_our_topics_while_nothing_ran_gets_the_retained_events_again(kafka, transactional_db,
+                                                                                       tmp_path, service_client, settings):
+    """Found from outside: the whole stack stopped (run-all stops everything when one process dies),
+    and the development broker with it; started again, it is empty. Notifications published to it but
+    not consumed were never delivered: the relays compared topic ids only with what they had seen since
+    they started. They now start from the ids kept in PostgreSQL, so the first look sees the loss."""
+    first = DevBroker(tmp_path / "broker-1.log").start()
+    second = DevBroker(tmp_path / "broker-2.log", port=first.port)
+    settings.KAFKA_BOOTSTRAP_SERVERS = [first.bootstrap]
+    broker.topics_ensure()
+    processes = ProcessGroup(stack_env(bootstrap=first.bootstrap, prefix=settings.KAFKA_TOPIC_PREFIX), tmp_path)
+    try:
+        processes.start("run_dispatcher")  # its relay publishes; no worker reads them yet
+        ids = [service_client.post("/api/v1/notifications/", {"sender": "s", "recipient": f"e{i % 3}", "kind": "like",
+                                                              "message": f"m{i}"}, format="json").json()["id"]
+               for i in range(10)]
+        wait_until(lambda: not OutboxEvent.objects.pending().exists(), timeout=60, what="all published")
+        wait_until(lambda: BrokerTopic.objects.count() == len(broker.ALL_TOPICS), what="the topic ids kept")
+        processes.stop_all()
+        first.stop()  # memory storage: the records, topics and offsets are gone
+        second.start()
+
+        processes.start("run_worker")
+        wait_until(lambda: Notification.objects.filter(notification_id__in=ids).count() == 10, timeout=60,
+                   what="the 10 published before the restart delivered")
+        assert Notification.objects.filter(notification_id__in=ids).count() == 10
+    finally:
+        processes.stop_all()
+        first.stop()
+        second.stop()
         for path, _ in processes.processes:  # shown when the test failed
             print(f"--- {path}\n{path.read_text(errors='replace')}")
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from conftest import wait_until
 from core.consumer import StopFlag
 from core.models import DeadLetter, DeadLetterStatus, IdempotencyKey, OutboxEvent
-from delivery.models import ChannelDelivery, ChannelDeliveryStatus, Delivery
+from delivery.models import ChannelDelivery, ChannelDeliveryStatus, Delivery, DigestEvent, DigestWindow
 from delivery.retention import PURGE_LOCK_KEY, retention_purge, retention_run
 
 NOW = timezone.now()
@@ -31,6 +31,13 @@ def _event(name: str, *, published_age: timedelta | None) -> OutboxEvent:
     published = None if published_age is None else NOW - published_age
     return OutboxEvent.objects.create(topic="notifications.send", key=name, payload=b"{}", created_at=NOW - timedelta(days=30),
                                       published_at=published)
+
+
+def _window(key: str, *, closed_age: timedelta | None, events: int, opened_age: timedelta = timedelta(days=8)):
+    window = DigestWindow.objects.create(recipient_external_id="r", key=key, kind="like", opened_at=NOW - opened_age,
+                                         closes_at=NOW - opened_age, closed_at=None if closed_age is None else NOW - closed_age)
+    for i in range(events):
+        DigestEvent.objects.create(window=window, notification_id=f"{key}-{i}", sender="s", created_at=NOW - opened_age)
 
 
 def _channel(name: str, status: str, age: timedelta) -> ChannelDelivery:
@@ -70,11 +77,17 @@ def test_each_kind_is_purged_past_its_cutoff_and_kept_before_it(db, retention):
     _letter("old-replayed", DeadLetterStatus.REPLAYED, timedelta(days=300))
     Delivery.objects.create(notification_id="ledger", recipient_external_id="r", outcome="delivered",
                             settled_at=NOW - timedelta(days=3650))
+    _window("old-closed", closed_age=timedelta(days=7) + second, events=2)
+    _window("new-closed", closed_age=timedelta(days=7) - second, events=1)
+    _window("open", closed_age=None, events=1, opened_age=timedelta(days=70))
 
     result = retention_purge(now=NOW)
 
     assert not result.locked_out and result.complete
-    assert result.deleted == {"idempotency keys": 1, "outbox events": 1, "channel deliveries": 1, "dead letters": 1}
+    assert result.deleted == {"idempotency keys": 1, "outbox events": 1, "channel deliveries": 1, "digest events": 2,
+                              "digest windows": 1, "cap events": 0, "cap guards": 0, "dead letters": 1}
+    assert set(DigestWindow.objects.values_list("key", flat=True)) == {"new-closed", "open"}
+    assert DigestEvent.objects.count() == 2
     assert set(IdempotencyKey.objects.values_list("scoped_key", flat=True)) == {f"{get_user_model().objects.get().pk}:new"}
     assert set(OutboxEvent.objects.values_list("key", flat=True)) == {"new", "pending"}
     assert set(ChannelDelivery.objects.values_list("notification_id", flat=True)) == {

@@ -21,8 +21,9 @@ USER = {"campaign_task": False, "campaign_status": None}
 CAMPAIGN = {"campaign_task": True, "campaign_status": CampaignStatus.DISPATCHED}
 
 
-def _route(*, task=USER, recipient=PLAIN, kind="like", kinds=None, channels=None, gateway=""):
-    return route(**task, recipient=recipient, kind=kind, opt_outs=(kinds or {}, channels or {}), gateway=gateway)
+def _route(*, task=USER, recipient=PLAIN, kind="like", kinds=None, channels=None, gateway="", expired=False):
+    return route(**task, recipient=recipient, kind=kind, opt_outs=(kinds or {}, channels or {}), gateway=gateway,
+                 expired=expired)
 
 
 def skipped(reason: str) -> Route:
@@ -35,6 +36,10 @@ def delivered(*, in_app: bool = True, external: tuple[str, ...] = ()) -> Route:
 
 # (case, arguments, route)
 TABLE = [
+    # 0. Its expires_at passed: never delivered late, by any channel.
+    ("expired", {"expired": True}, skipped("expired")),
+    ("expired, with every channel", {"expired": True, "recipient": BOTH, "gateway": GATEWAY}, skipped("expired")),
+    ("not expired", {"expired": False, "recipient": HOOKED}, delivered(external=("webhook",))),
     # 1. A campaign task whose campaign is not found.
     ("campaign not found", {"task": {"campaign_task": True, "campaign_status": None}}, skipped("campaign not found")),
     # 2. Its campaign cancelled.
@@ -96,6 +101,8 @@ def test_route(arguments, expected):
 
 # Precedence: each rule wins over every rule below it, whatever else the task has.
 PRECEDENCE = [
+    ("expired over the rest", {"expired": True, "task": {"campaign_task": True, "campaign_status": CampaignStatus.CANCELLED},
+                               "recipient": NOBODY, "kinds": {"like": False}, "channels": {"in_app": False}}, "expired"),
     ("campaign not found over the rest", {"task": {"campaign_task": True, "campaign_status": None},
                                           "recipient": NOBODY, "kinds": {"like": False},
                                           "channels": {"in_app": False}}, "campaign not found"),

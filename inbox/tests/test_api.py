@@ -70,7 +70,7 @@ def test_bad_input_is_400_naming_the_field_and_queues_nothing(service_client, ch
     assert OutboxEvent.objects.count() == 0
 
 
-@pytest.mark.parametrize("field", ["sender", "recipient", "kind", "message"])
+@pytest.mark.parametrize("field", ["sender", "recipient", "kind"])
 def test_missing_field_is_400(service_client, field):
     body = {k: v for k, v in VALID.items() if k != field}
     response = service_client.post("/api/v1/notifications/", body, format="json")
@@ -80,10 +80,50 @@ def test_missing_field_is_400(service_client, field):
     assert OutboxEvent.objects.count() == 0
 
 
+def test_no_message_and_no_default_template_is_400_naming_message(service_client):
+    """Without a message the worker renders the kind's template: the kind needs a default one."""
+    body = {k: v for k, v in VALID.items() if k != "message"}
+    response = service_client.post("/api/v1/notifications/", body, format="json")
+
+    assert response.status_code == 400
+    assert "no default in_app template" in response.json()["message"][0]
+    assert OutboxEvent.objects.count() == 0
+
+
 def test_unknown_kind_lists_the_valid_choices(service_client):
     response = service_client.post("/api/v1/notifications/", {**VALID, "kind": "poke"}, format="json")
 
     assert "follow, mention, like, custom" in response.json()["kind"][0]
+
+
+@pytest.mark.parametrize("kind", ["follow", "mention", "like", "custom"])
+def test_seed_send_takes_an_optional_kind(service_client, kind):
+    body = {"fromID": "2", "toID": "1", "message": "Tito started following you.", "kind": kind}
+    response = service_client.post("/send", urlencode(body), content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 202, response.content
+    assert _only_outbox_task()[1].kind == kind
+
+
+@pytest.mark.parametrize("kind", ["poke", "offer", "FOLLOW", "follow\x00", " follow"])
+@pytest.mark.parametrize("encode", ["form", "json"])
+def test_seed_send_refuses_a_kind_that_is_not_user_to_user(service_client, kind, encode):
+    body = {"fromID": "2", "toID": "1", "message": "hi", "kind": kind}
+    if encode == "form":
+        response = service_client.post("/send", urlencode(body), content_type="application/x-www-form-urlencoded")
+    else:
+        response = service_client.post("/send", body, format="json")
+
+    assert response.status_code == 400
+    assert "kind" in response.json() or "kind" in str(response.json())
+    assert OutboxEvent.objects.count() == 0
+
+
+def test_seed_send_an_empty_kind_is_the_default_in_a_form_and_refused_in_json(service_client):
+    form = service_client.post("/send", "fromID=2&toID=1&message=hi&kind=", content_type="application/x-www-form-urlencoded")
+    assert form.status_code == 202 and _only_outbox_task()[1].kind == "custom"  # an HTML form's unchosen field
+    as_json = service_client.post("/send", {"fromID": "2", "toID": "1", "message": "hi", "kind": ""}, format="json")
+    assert as_json.status_code == 400 and "kind" in as_json.json()
 
 
 @pytest.mark.parametrize("change", [{"toID": "2"}, {"fromID": ""}, {"message": ""}])

@@ -59,7 +59,7 @@ def test_bad_filter_is_400(service_client, inbox):
 
     assert response.status_code == 400
     assert response.json() == {
-        "kind": ['"poke" is not a valid choice; valid choices: follow, mention, like, custom, offer, alert, reminder.'],
+        "kind": ['"poke" is not a valid choice; valid choices: follow, mention, like, custom, offer, alert, reminder, or a kind registered at /api/v1/kinds/.'],
         "unread": ["Must be a valid boolean."],
     }
 
@@ -203,9 +203,10 @@ def test_a_bad_or_expired_recipient_token_is_401(inbox, token):
 
 
 def test_preferences_round_trip(service_client):
-    body = {"kinds": {"like": False, "offer": False}, "channels": {"email": False}}
+    body = {"kinds": {"like": False, "offer": False}, "channels": {"email": False}, "quiet_hours": None}
 
-    assert service_client.get("/api/v1/recipients/1/preferences/").json() == {"kinds": {}, "channels": {}}
+    assert service_client.get("/api/v1/recipients/1/preferences/").json() == {"kinds": {}, "channels": {},
+                                                                              "quiet_hours": None}
     assert service_client.put("/api/v1/recipients/1/preferences/", body, format="json").json() == body
     assert service_client.get("/api/v1/recipients/1/preferences/").json() == body
 

@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from core import clock, scheduler, topics
+from core import clock, topics
 from core.messages import NotificationTask
 from core.models import DeadLetter, OutboxEvent, ScheduledItem
 from inbox import services
@@ -28,6 +28,7 @@ def test_a_future_send_at_is_held_then_released_once_when_due(service_client):
     send_at = timezone.now() + timedelta(hours=2)
     answer = _post(service_client, send_at=send_at.isoformat())
     assert answer.status_code == 202
+    assert answer.json() == {"id": answer.json()["id"], "status": "scheduled"}
     notification_id = answer.json()["id"]
     assert _queued_ids() == []
     [held] = ScheduledItem.objects.all()
@@ -47,10 +48,13 @@ def test_a_future_send_at_is_held_then_released_once_when_due(service_client):
 def test_a_release_that_fails_queues_nothing_and_is_released_again(service_client, monkeypatch):
     _post(service_client, send_at=(timezone.now() + timedelta(minutes=1)).isoformat())
 
-    def broken(items):  # the process dies after queueing the task, before the item is taken
+    queue = services.outbox_enqueue_keyed
+
+    def broken(**records):  # the process dies after taking the item and queueing the task, before the commit
+        queue(**records)
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(scheduler, "done", broken)
+    monkeypatch.setattr(services, "outbox_enqueue_keyed", broken)
     with clock.moved(minutes=2), pytest.raises(RuntimeError), transaction.atomic():
         services.notifications_release_due()
     assert ScheduledItem.objects.count() == 1 and _queued_ids() == []
@@ -59,16 +63,27 @@ def test_a_release_that_fails_queues_nothing_and_is_released_again(service_clien
         assert services.notifications_release_due() == 1
 
 
-def test_a_past_or_null_send_at_is_queued_at_once(service_client):
-    past = _post(service_client, send_at=(timezone.now() - timedelta(days=3)).isoformat()).json()["id"]
-    null = _post(service_client, send_at=None).json()["id"]
-    assert sorted(_queued_ids()) == sorted([past, null])
+def test_a_send_at_a_little_past_or_null_is_queued_at_once(service_client):
+    """A little in the past is clock skew (up to a day): sent now, not refused."""
+    answers = [_post(service_client, send_at=(timezone.now() - timedelta(hours=23)).isoformat()),
+               _post(service_client, send_at=(timezone.now() - timedelta(seconds=2)).isoformat()),
+               _post(service_client, send_at=None)]
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [(202, "accepted")] * 3
+    assert sorted(_queued_ids()) == sorted(a.json()["id"] for a in answers)
     assert not ScheduledItem.objects.exists()
+
+
+def test_a_send_at_more_than_a_day_past_is_a_400(service_client):
+    answer = _post(service_client, send_at=(timezone.now() - timedelta(days=1, minutes=1)).isoformat())
+    assert answer.status_code == 400, answer.content
+    assert list(answer.json()) == ["send_at"] and "day in the past" in answer.json()["send_at"][0]
+    assert not ScheduledItem.objects.exists() and _queued_ids() == []
 
 
 @pytest.mark.parametrize("send_at", [
     "tomorrow", "2026-13-01T00:00:00Z", "99999-01-01T00:00:00Z", 1765000000, ["2030-01-01T00:00:00Z"], {"at": 1},
     "\u0000", (timezone.now() + timedelta(days=367)).isoformat(),
+    "2030-01-01T00:00:00", "2030-01-01 00:00", True, "",  # without an offset; not a string; empty
 ])
 def test_a_send_at_that_is_not_a_time_within_a_year_is_a_400_and_holds_nothing(service_client, send_at):
     answer = _post(service_client, send_at=send_at)

@@ -46,8 +46,25 @@ def api_client() -> APIClient:
     return client
 
 
-def campaign_run(client: APIClient, segment: dict, *, timeout: float, sampler: MemorySampler | None = None) -> Campaign:
-    response = client.post("/api/v1/campaigns/", {"title": "Benchmark", "body": "b", "segment": segment}, format="json")
+# --templates: campaigns with their own templates, in the default locale and in German (a third of the
+# directory): one that reads the recipient (rendered for each), one that does not (a translation:
+# rendered once per locale).
+BENCH_TEMPLATES = {
+    "reading the recipient": [
+        {"channel": "in_app", "locale": "", "title": "Sale", "body": "{{ data.pct }}% off for you, {{ recipient.id }}"},
+        {"channel": "in_app", "locale": "de", "title": "Rabatt", "body": "{{ data.pct }} % Rabatt für dich, {{ recipient.id }}"},
+    ],
+    "a translation": [
+        {"channel": "in_app", "locale": "", "title": "Sale", "body": "{{ data.pct }}% off today"},
+        {"channel": "in_app", "locale": "de", "title": "Rabatt", "body": "{{ data.pct }} % Rabatt, nur heute"},
+    ],
+}
+
+
+def campaign_run(client: APIClient, segment: dict, *, timeout: float, sampler: MemorySampler | None = None,
+                 templates: list | None = None) -> Campaign:
+    body = {"title": "Benchmark", "body": "b", "segment": segment, "data": {"pct": 20}}
+    response = client.post("/api/v1/campaigns/", body | ({"templates": templates} if templates else {}), format="json")
     if response.status_code != 201:
         raise SystemExit(f"bench: campaign POST answered {response.status_code}: {response.content[:200]!r}")
     campaign_id = response.json()["id"]
@@ -61,7 +78,8 @@ def campaign_run(client: APIClient, segment: dict, *, timeout: float, sampler: M
     return wait_for(completed, timeout=timeout, what=f"campaign {campaign_id} to complete")
 
 
-def run(env: BenchEnvironment, *, recipients: int, workers: int = 1, peer: bool = False) -> list[Result]:
+def run(env: BenchEnvironment, *, recipients: int, workers: int = 1, peer: bool = False,
+        templates: bool = False) -> list[Result]:
     logger.info("fanout: seeding %d recipients", recipients)
     recipients_seed(recipients)
     dispatcher = env.processes.start("run_dispatcher")
@@ -83,6 +101,7 @@ def run(env: BenchEnvironment, *, recipients: int, workers: int = 1, peer: bool 
 
     rate = recipients / elapsed
     logger.info("fanout: %d recipients in %.2f s: %.0f recipients/s", recipients, elapsed, rate)
+    templated = _templated_run(client, recipients=recipients, workers=workers, plain_rate=rate) if templates else []
     env.processes.stop_all()  # the ceiling gets the machine to itself, as the pipeline had
     ceiling = raw_pipeline_rate(count=recipients)
     logger.info("fanout: raw kafka-python -> PostgreSQL pipeline: %.0f records/s", ceiling)
@@ -106,8 +125,33 @@ def run(env: BenchEnvironment, *, recipients: int, workers: int = 1, peer: bool 
             for name in sampler.peak
         ),
     ]
+    results += templated
     if peer:
         results += peer_results(env, rate=rate, recipients=recipients)
+    return results
+
+
+def _templated_run(client: APIClient, *, recipients: int, workers: int, plain_rate: float) -> list[Result]:
+    """The same fan-out again with the campaigns' own templates (BENCH_TEMPLATES), in each recipient's
+    locale (a third of the directory in German), each next to the plain rate of the same run."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {Recipient._meta.db_table} SET locale = 'de' WHERE id % 3 = 0")
+    results = []
+    for name, templates in BENCH_TEMPLATES.items():
+        logger.info("fanout: again, with templates %s (%d recipients)", name, recipients)
+        started = time.perf_counter()
+        campaign = campaign_run(client, {"type": "ALL_USERS"}, timeout=max(120, recipients / 500), templates=templates)
+        elapsed = time.perf_counter() - started
+        if campaign.delivered != recipients:
+            raise SystemExit(f"bench: expected {recipients} deliveries with templates, the campaign counts "
+                             f"{campaign.delivered}")
+        rate = recipients / elapsed
+        logger.info("fanout with templates %s: %d recipients in %.2f s: %.0f recipients/s", name, recipients, elapsed,
+                    rate)
+        results.append(Result(
+            name=f"fanout {recipients:,} recipients with templates {name} (2 locales), {workers} worker(s)",
+            figure=round(rate), unit="recipients/s", ceiling=round(plain_rate),
+            ceiling_source="the same fan-out without templates, same run", note=f"POST -> completed in {elapsed:.2f} s"))
     return results
 
 

@@ -32,12 +32,16 @@ def _bench(name: str, tmp_path, *options: str) -> list[dict]:
 
 @pytest.mark.pipeline
 def test_fanout_benchmark_runs_in_quick_mode(db, tmp_path):
-    """With the Celery peer (--peer): it fails unless the peer wrote one row per recipient."""
-    *results, peer, versus = _bench("fanout", tmp_path, "--peer")
+    """With the Celery peer (--peer): it fails unless the peer wrote one row per recipient; with
+    --templates, unless the templated campaign reached every recipient."""
+    *results, personal, translated, peer, versus = _bench("fanout", tmp_path, "--peer", "--templates")
     throughput = results[0]
     assert throughput["unit"] == "recipients/s" and throughput["figure"] > 0
     assert throughput["ceiling"] and throughput["ratio"] == round(throughput["figure"] / throughput["ceiling"], 3)
-    assert {r["unit"] for r in results[1:]} == {"MB"}
+    assert {r["unit"] for r in results[1:]} == {"MB"}, results
+    for templated in (personal, translated):
+        assert "with templates" in templated["name"] and templated["figure"] > 0
+        assert templated["ceiling"] == throughput["figure"]
     assert peer["name"].startswith("peer: Celery") and peer["unit"] == "recipients/s" and peer["figure"] > 0
     assert (versus["figure"], versus["ceiling"]) == (throughput["figure"], peer["figure"])
     assert versus["ratio"] == round(throughput["figure"] / peer["figure"], 3)

@@ -11,7 +11,9 @@ What if this process is SIGKILLed: sends in flight were released under a lease; 
 are due again and another worker (or this one restarted) sends them again, with the same
 `Idempotency-Key`. What if an endpoint never answers: the channel's timeout ends the attempt, a
 transient failure, retried with backoff. What if the database is down: recording waits it out (the
-outcomes are kept in memory meanwhile) and releasing pauses.
+outcomes are kept in memory meanwhile) and releasing pauses; released items not sent (their lane
+filled up, or the database failed before they were submitted) are kept in memory too and given
+back as soon as it answers, so a blip never leaves a send waiting for its lease to end.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Sender:
         self.pool = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="channel")
         self.in_flight: Counter[str] = Counter()  # per lane; touched by this thread only
         self.finished: queue.SimpleQueue[tuple[str, Outcome]] = queue.SimpleQueue()
+        self.unsent: list[scheduler.Due] = []  # released, not submitted: to give back (touched by this thread only)
         self.wake = threading.Event()  # new sends scheduled, or a send finished
         self.thread = threading.Thread(target=self._run, name="sender", daemon=True)
 
@@ -72,6 +75,7 @@ class Sender:
             while not self.stop.is_set():
                 self.wake.clear()
                 try:
+                    self._give_back()
                     self._record_finished()
                     released = self._release()
                     # Nothing to send: sleep until the next send is due (a retry, a lease that runs out),
@@ -91,6 +95,8 @@ class Sender:
         finally:
             self.pool.shutdown(wait=True)  # sends in flight end within their time-outs
             with contextlib.suppress(Exception):
+                self._give_back()
+            with contextlib.suppress(Exception):
                 self._record_finished()
             connection.close()
 
@@ -102,16 +108,28 @@ class Sender:
         items = scheduler.release(kind=services.SEND, limit=free, lease=send_lease(), busy_lanes=busy)
         if not items:
             return 0
-        waiting = []
-        for send in services.channel_sends_of(items=items):
+        try:
+            sends = services.channel_sends_of(items=items)
+        except Exception:
+            self.unsent += items  # none submitted: due again as they were once the database answers
+            raise
+        for send in sends:
             lane = send.item.lane or services.send_lane(send.channel, send.outgoing)
             if self.in_flight[lane] >= self.lane_limit:
-                waiting.append(send.item)  # its lane filled up within this release
+                self.unsent.append(send.item)  # its lane filled up within this release
                 continue
             self.in_flight[lane] += 1
             self.pool.submit(self._send, lane, send)
-        scheduler.give_back(waiting)
-        return len(items) - len(waiting)
+        waiting = len(self.unsent)
+        self._give_back()
+        return len(items) - waiting
+
+    def _give_back(self) -> None:
+        """Give back the released items this thread did not send. Kept until that succeeds: found from
+        a database blip right after a release, whose lost give-back held a send for its whole lease."""
+        if self.unsent:
+            scheduler.give_back(self.unsent)
+            self.unsent = []
 
     def _send(self, lane: str, send: services.ChannelSend) -> None:
         """One attempt (a pool thread); never raises. A channel classifies its own errors; anything

@@ -51,7 +51,10 @@ its own (whose set path renders per recipient) and an in-app cap on its kind set
 as tasks, through `caps_apply`. Sends held by quiet hours and escalations are counted when settled.
 
 Digests: a notification folded into a digest is not delivered, so it is not capped; the digest
-notification is, like any other. CapEvents are written only for deliveries a cap matched, so a new
+notification is, like any other, but one capped on every channel is not dropped: its ledger says
+`digested`, `capped: into the next digest`, and its events move into the recipient's next window for
+the same kind and key (opened then, as long as the one that closed: `digests_carry`), so the next
+digest the caps let through tells them too. CapEvents are written only for deliveries a cap matched, so a new
 cap counts from its creation (or from the oldest event another cap on that channel recorded).
 PostgreSQL only (as digests): on SQLite caps are not enforced.
 """
@@ -79,6 +82,7 @@ from delivery.models import (
     Delivery,
     DeliveryOutcome,
     FrequencyCap,
+    is_digest,
 )
 from delivery.routing import Route
 
@@ -183,15 +187,20 @@ def caps_decide(*, candidates: Sequence[Candidate], rules: Sequence[CapRule],
     return through, capped
 
 
-def route_capped(decision: Route, capped_channels: Iterable[str]) -> Route:
-    """The route left once some of its channels are capped."""
+# The ledger's reason for a digest every channel of which was capped: its events wait for the next one.
+CARRIED_REASON = "capped: into the next digest"
+
+
+def route_capped(decision: Route, capped_channels: Iterable[str], *, digest: bool = False) -> Route:
+    """The route left once some of its channels are capped. A `digest` capped on every channel is not
+    dropped: its events are carried into the recipient's next digest (delivery.digests.digests_carry)."""
     capped = set(capped_channels)
     if not capped:
         return decision
     in_app = decision.in_app and _IN_APP not in capped
     external = tuple(c for c in decision.external if c not in capped)
     if not in_app and not external:
-        return Route(DeliveryOutcome.SKIPPED, CAPPED_REASON)
+        return Route(DeliveryOutcome.DIGESTED, CARRIED_REASON) if digest else Route(DeliveryOutcome.SKIPPED, CAPPED_REASON)
     named = [c for c in ((_IN_APP,) if decision.in_app else ()) + decision.external if c in capped]
     return Route(DeliveryOutcome.DELIVERED, f"{CAPPED_REASON}: {', '.join(named)}", in_app=in_app, external=external)
 
@@ -269,7 +278,7 @@ def caps_apply(*, tasks: Sequence[NotificationTask], claimed: set[str], routes: 
         CAPPED.labels(channel=c.channel).inc()
     ledger = []
     for notification_id, chans in by_task.items():
-        routes[notification_id] = new = route_capped(routes[notification_id], chans)
+        routes[notification_id] = new = route_capped(routes[notification_id], chans, digest=is_digest(notification_id))
         ledger.append((notification_id, new.outcome, new.reason))
         result.skipped += not new.delivered
     fetch_bound(

@@ -33,7 +33,7 @@ from core import clock, scheduler, topics
 from core.db import fetch_bound
 from core.messages import DigestSpec, NotificationTask
 from core.metrics import DIGESTS_CLOSED, DIGESTS_OPENED
-from delivery.models import DigestEvent, DigestWindow, digest_notification_id
+from delivery.models import DigestEvent, DigestWindow, digest_notification_id, digest_window_id, is_digest
 from inbox import selectors as inbox_selectors
 
 logger = logging.getLogger(__name__)
@@ -67,10 +67,6 @@ def digest_of(task: NotificationTask, *, kind_defaults: Mapping[str, int], urgen
     return DigestSpec(key=task.kind, window_seconds=window) if window else None
 
 
-def is_digest(notification_id: str) -> bool:
-    return notification_id.startswith("digest:")
-
-
 def ledger_reason(spec: DigestSpec) -> str:
     """The ledger's reason for a folded notification (200 characters at most)."""
     return f"into digest {spec.key}"[:200]
@@ -83,12 +79,37 @@ def digests_fold(*, tasks: Sequence[tuple[NotificationTask, DigestSpec]]) -> int
     opened = []
     with connection.cursor() as cursor:
         for task, spec in sorted(tasks, key=lambda pair: (pair[0].recipient, pair[0].kind, pair[1].key)):
-            window_id = _window_for(cursor, task=task, spec=spec, now=now, opened=opened)
+            window_id = _window_for(cursor, recipient=task.recipient, kind=task.kind, spec=spec, now=now, opened=opened)
             cursor.execute(
                 f"INSERT INTO {_EVENT} (window_id, notification_id, sender, message, data, created_at) "
                 "VALUES (%s, %s, %s, %s, %s::jsonb, %s) ON CONFLICT (notification_id) DO NOTHING",
                 [window_id, task.notification_id, task.sender, task.message, orjson.dumps(task.data).decode(),
                  datetime.fromisoformat(task.created_at) if task.created_at else now])
+    return _closes_schedule(opened)
+
+
+def digests_carry(*, notification_ids: Sequence[str]) -> int:
+    """Digests that frequency caps stopped on every channel (delivery/caps.py): the events of each move
+    into its recipient's open window for the same kind and key, opened now if there is none (as long
+    as the one that closed), so that the next digest the caps let through tells them too; nothing is
+    dropped. Inside the caller's transaction. Returns how many windows were opened."""
+    ids = sorted({window_id for notification_id in notification_ids
+                  if (window_id := digest_window_id(notification_id)) is not None})
+    now = clock.now()
+    opened: list = []
+    with connection.cursor() as cursor:
+        for old, recipient, kind, key, length in fetch_bound(
+                f"SELECT id, recipient_external_id, kind, key, closes_at - opened_at FROM {_WINDOW} "
+                "WHERE id = ANY(%s) AND closed_at IS NOT NULL ORDER BY recipient_external_id, kind, key", [ids]):
+            spec = DigestSpec(key=key, window_seconds=max(1, round(length.total_seconds())))
+            window_id = _window_for(cursor, recipient=recipient, kind=kind, spec=spec, now=now, opened=opened)
+            cursor.execute(f"UPDATE {_EVENT} SET window_id = %s WHERE window_id = %s", [window_id, old])
+            logger.info("digests: digest:%s of %s capped; its %d events wait for digest:%s", old, recipient,
+                        cursor.rowcount, window_id)
+    return _closes_schedule(opened)
+
+
+def _closes_schedule(opened: Sequence[tuple[int, datetime, str]]) -> int:
     scheduler.schedule(*(scheduler.Item(kind=CLOSE, key=f"digest:{window_id}", due_at=closes_at, lane=recipient,
                                         payload={"window": window_id})
                          for window_id, closes_at, recipient in opened))
@@ -97,23 +118,23 @@ def digests_fold(*, tasks: Sequence[tuple[NotificationTask, DigestSpec]]) -> int
     return len(opened)
 
 
-def _window_for(cursor, *, task: NotificationTask, spec: DigestSpec, now: datetime, opened: list) -> int:
-    """The id of the recipient's open window for the key, share-locked until the caller commits."""
+def _window_for(cursor, *, recipient: str, kind: str, spec: DigestSpec, now: datetime, opened: list) -> int:
+    """The id of the recipient's open window of `kind` for the key, share-locked until the caller commits."""
     for _ in range(10):
         cursor.execute(f"SELECT id FROM {_WINDOW} WHERE recipient_external_id = %s AND kind = %s AND key = %s "
-                       "AND closed_at IS NULL FOR SHARE", [task.recipient, task.kind, spec.key])
+                       "AND closed_at IS NULL FOR SHARE", [recipient, kind, spec.key])
         if (row := cursor.fetchone()) is not None:
             return row[0]
         closes_at = now + timedelta(seconds=spec.window_seconds)
         cursor.execute(
             f"INSERT INTO {_WINDOW} (recipient_external_id, key, kind, opened_at, closes_at) VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT (recipient_external_id, kind, key) WHERE closed_at IS NULL DO NOTHING RETURNING id",
-            [task.recipient, spec.key, task.kind, now, closes_at])
+            [recipient, spec.key, kind, now, closes_at])
         if (row := cursor.fetchone()) is not None:
-            opened.append((row[0], closes_at, task.recipient))
+            opened.append((row[0], closes_at, recipient))
             return row[0]
         # Another worker opened it meanwhile (and we waited for its commit), or it closed: look again.
-    raise RuntimeError(f"digest {spec.key!r} of {task.recipient!r}: no open window after 10 tries")
+    raise RuntimeError(f"digest {spec.key!r} of {recipient!r}: no open window after 10 tries")
 
 
 def digests_close_due(*, limit: int = 500) -> int:

@@ -107,6 +107,16 @@ def digest_notification_id(window_id: int) -> str:
     return f"digest:{window_id}"
 
 
+def is_digest(notification_id: str) -> bool:
+    return notification_id.startswith("digest:")
+
+
+def digest_window_id(notification_id: str) -> int | None:
+    """The window a digest's notification id names (None for any other id)."""
+    window = notification_id.removeprefix("digest:")
+    return int(window) if is_digest(notification_id) and window.isascii() and window.isdigit() else None
+
+
 class DigestEvent(models.Model):
     """A notification folded into a digest window (its ledger row says `digested`)."""
 

@@ -321,8 +321,11 @@ def _tasks_settle(*, tasks: list[NotificationTask], campaigns: Mapping[int, obje
     # Frequency caps (delivery/caps.py): a claimed delivery over a cap is not made on that channel.
     caps.caps_apply(tasks=unique_tasks, claimed=claimed, routes=routes, campaigns=campaigns, now=clock.now())
     if folded := [(t, folds[t.notification_id]) for t in unique_tasks if t.notification_id in claimed
-                  and routes[t.notification_id].outcome == DeliveryOutcome.DIGESTED]:
+                  and t.notification_id in folds and routes[t.notification_id].outcome == DeliveryOutcome.DIGESTED]:
         digests.digests_fold(tasks=folded)
+    if carried := [t.notification_id for t in unique_tasks if t.notification_id in claimed
+                   and digests.is_digest(t.notification_id) and routes[t.notification_id].outcome == DeliveryOutcome.DIGESTED]:
+        digests.digests_carry(notification_ids=carried)  # capped on every channel: told in the next one
 
     # Notifications sent without a message: their content from the kind's templates (delivery/rendering.py).
     rendered = rendering.contents_render(tasks=unique_tasks, claimed=claimed, routes=routes, recipients=recipients,

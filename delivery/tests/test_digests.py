@@ -248,3 +248,56 @@ def test_a_close_item_not_in_our_form_is_dropped_and_holds_up_no_window():
         ScheduledItem.objects.create(kind=digests.CLOSE, key=key, due_at=ACCEPTED, payload=payload)
     assert _close_all() == 4
     assert len(_queued()) == 1 and not ScheduledItem.objects.filter(kind=digests.CLOSE).exists()
+
+
+@pytest.mark.django_db
+def test_a_digest_capped_on_every_channel_is_carried_into_the_next_one_never_dropped():
+    """Issue 15: a delivery over a cap is folded into the next digest when it has one."""
+    from delivery import caps
+
+    RecipientFactory(external_id="1", email="")  # in-app only
+    caps.frequency_cap_create(channel="in_app", kind="like", max=1, per_seconds=3600)
+    deliveries_settle(tasks=[_like(0, sender="someone", digest=None)])  # uses up the cap (in the inbox)
+    deliveries_settle(tasks=[_like(i) for i in range(1, 4)])
+    _close_all()
+    [first] = _queued()
+
+    result = deliveries_settle(tasks=[first])  # over the cap: not delivered, not dropped
+    assert result.digested == 1 and result.skipped == 0
+    assert Delivery.objects.get(notification_id=first.notification_id).reason == "capped: into the next digest"
+    assert notification_trace(notification_id=first.notification_id).status == "digested"
+    assert not Notification.objects.filter(notification_id=first.notification_id).exists()
+    closed, carried = DigestWindow.objects.order_by("id")
+    assert closed.events.count() == 0 and carried.closed_at is None
+    assert sorted(carried.events.values_list("notification_id", flat=True)) == ["like-1-1", "like-1-2", "like-1-3"]
+    assert carried.closes_at - carried.opened_at == closed.closes_at - closed.opened_at  # as long as the one closed
+
+    deliveries_settle(tasks=[first])  # read again (a redelivery): the ledger drops it, nothing moves twice
+    assert DigestWindow.objects.count() == 2 and carried.events.count() == 3
+    with clock.moved(seconds=3700):  # the cap's hour has passed when the next one closes
+        deliveries_settle(tasks=[_like(4)])  # folded into the carried window
+        assert digests.digests_close_due(limit=100) == 1
+        second = _queued()[-1]
+        assert second.notification_id == f"digest:{carried.pk}"
+        assert second.data["digest"]["count"] == 4 and second.message == "actor1 and 3 others liked your post"
+        deliveries_settle(tasks=[second])
+    assert Notification.objects.filter(notification_id=second.notification_id).exists()
+
+
+@pytest.mark.django_db
+def test_a_digest_capped_on_one_channel_only_is_delivered_on_the_others(settings):
+    from delivery import caps
+    from delivery.models import ChannelDelivery
+
+    settings.PUSH_GATEWAY_URL = "https://push.example.com/in"
+    RecipientFactory(external_id="1")
+    caps.frequency_cap_create(channel="webhook", kind="like", max=1, per_seconds=3600)
+    deliveries_settle(tasks=[_like(0, sender="someone", digest=None)])  # its webhook uses up the cap
+    deliveries_settle(tasks=[_like(1)])
+    _close_all()
+    [digest] = _queued()
+    deliveries_settle(tasks=[digest])
+    assert Delivery.objects.get(notification_id=digest.notification_id).outcome == "delivered"
+    assert Notification.objects.filter(notification_id=digest.notification_id).exists()
+    assert ChannelDelivery.objects.get(notification_id=digest.notification_id, channel="webhook").status == "skipped"
+    assert DigestWindow.objects.count() == 1  # nothing carried: the in-app digest told them

@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.db.models import Count
 
 from core.admin_mixins import ReadOnlyAdminMixin
-from core.models import DeadLetter, DeadLetterStatus, OutboxEvent
+from core.models import DeadLetter, DeadLetterStatus, OutboxEvent, ScheduledItem
 from delivery import caps, services
 from delivery.models import ChannelDelivery, Delivery, DigestWindow, FrequencyCap
 from inbox import kinds as kind_registry
@@ -70,6 +70,40 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def discard(self, request, queryset):
         count = services.dead_letters_discard(ids=list(queryset.values_list("id", flat=True)))
         self.message_user(request, f"{count} dead letter(s) discarded.", level=messages.INFO)
+
+
+@admin.register(ScheduledItem)
+class ScheduledItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Work that waits (core/scheduler.py): held notifications (send_at, delays), sends held by quiet
+    hours or an escalation or waiting to retry, digest windows' closes. Held notifications and waiting
+    sends can be cancelled here."""
+
+    list_display = ["due_at", "kind", "what", "lane", "why", "releases"]
+    list_filter = ["kind"]
+    search_fields = ["=key", "=lane"]
+    ordering = ["due_at"]
+    show_full_result_count = False
+    actions = ["cancel_items"]
+
+    @admin.display(description="what")
+    def what(self, item) -> str:
+        return item.key.removeprefix("release:")
+
+    @admin.display(description="why")
+    def why(self, item) -> str:
+        payload = item.payload if isinstance(item.payload, dict) else {}
+        return str(payload.get("held") or ("retry" if item.kind == services.SEND and item.releases else "") or "-")
+
+    @admin.action(description="Cancel selected held notifications and waiting sends")
+    def cancel_items(self, request, queryset):
+        counts = services.scheduled_items_cancel(ids=list(queryset.values_list("id", flat=True)))
+        self.message_user(request, f"{counts.notifications} held notification(s) and {counts.sends} send(s) cancelled.")
+        if counts.left:
+            self.message_user(request, f"{counts.left} item(s) left: released meanwhile, or not cancellable here "
+                              "(a digest closes on its own; cancel a campaign as a campaign).", level=messages.WARNING)
+
+    def has_cancel_items_permission(self, request) -> bool:
+        return request.user.is_staff
 
 
 @admin.register(OutboxEvent)

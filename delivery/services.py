@@ -324,7 +324,8 @@ def _tasks_settle(*, tasks: list[NotificationTask], campaigns: Mapping[int, obje
                   and t.notification_id in folds and routes[t.notification_id].outcome == DeliveryOutcome.DIGESTED]:
         digests.digests_fold(tasks=folded)
     if carried := [t.notification_id for t in unique_tasks if t.notification_id in claimed
-                   and digests.is_digest(t.notification_id) and routes[t.notification_id].outcome == DeliveryOutcome.DIGESTED]:
+                   and digests.is_digest(t.notification_id)
+                   and routes[t.notification_id].outcome == DeliveryOutcome.DIGESTED]:
         digests.digests_carry(notification_ids=carried)  # capped on every channel: told in the next one
 
     # Notifications sent without a message: their content from the kind's templates (delivery/rendering.py).
@@ -701,4 +702,43 @@ def notification_cancel(*, notification_id: str) -> bool:
         [(recipient,)] = deleted
         _ledger_claim(entries=[(NotificationTask(notification_id=notification_id, recipient=recipient),
                                 DeliveryOutcome.SKIPPED, CANCELLED)], settled_at=timezone.now())
+    return True
+
+
+@dataclass
+class CancelCounts:
+    notifications: int = 0  # held notifications cancelled
+    sends: int = 0  # waiting sends cancelled (quiet hours, escalations, retries)
+    left: int = 0  # not cancellable here (a digest closes on its own), or released meanwhile
+
+
+def scheduled_items_cancel(*, ids: Sequence[int]) -> CancelCounts:
+    """Cancel waiting work chosen in the admin: held notifications (as DELETE /api/v1/notifications/<id>/
+    does) and channel sends waiting for quiet hours to end, for an escalation or for a retry (their
+    channel delivery is skipped, `cancelled`). Other kinds are left: a digest window closes on its own,
+    a campaign is cancelled as a campaign. An item released meanwhile is not cancelled (a send already
+    under way is recorded as what it became)."""
+    counts = CancelCounts()
+    for item in ScheduledItem.objects.filter(id__in=ids).order_by("id"):
+        if item.kind == inbox_services.RELEASE and item.key.startswith(inbox_services.release_key("")):
+            held = notification_cancel(notification_id=item.key.removeprefix(inbox_services.release_key("")))
+            counts.notifications += held
+            counts.left += not held
+        elif item.kind == SEND and _channel_send_cancel(item=item):
+            counts.sends += 1
+        else:
+            counts.left += 1
+    return counts
+
+
+def _channel_send_cancel(*, item: ScheduledItem) -> bool:
+    """Delete a waiting send's item, unless it was released since (as read), and skip its delivery."""
+    with transaction.atomic():
+        as_read = ScheduledItem.objects.filter(id=item.id, kind=SEND, releases=item.releases, due_at=item.due_at)
+        if not as_read.delete()[0]:
+            return False
+        ChannelDelivery.objects.filter(
+            id=item.payload.get("channel_delivery"),
+            status__in=(ChannelDeliveryStatus.PENDING, ChannelDeliveryStatus.RETRYING),
+        ).update(status=ChannelDeliveryStatus.SKIPPED, last_error=CANCELLED, updated_at=timezone.now())
     return True

@@ -100,3 +100,52 @@ def test_digest_windows_are_listed_with_their_events(staff_client):
     assert listing.status_code == 200 and b"post:42" in listing.content
     page = staff_client.get(f"/admin/delivery/digestwindow/{window.pk}/change/")
     assert page.status_code == 200 and b"like-2 from actor2" in page.content
+
+
+def test_held_notifications_and_waiting_sends_are_listed_and_cancelled_digests_are_left(staff_client, service_client):
+    """Issue 15: the admin lists held and scheduled items and cancels them."""
+    from core.factories import ScheduledItemFactory
+    from delivery.models import Delivery
+    from inbox.factories import RecipientFactory
+
+    RecipientFactory(external_id="ann")
+    accepted = service_client.post("/api/v1/notifications/", {
+        "recipient": "ann", "sender": "bob", "kind": "custom", "message": "later", "delay_seconds": 3600}, format="json")
+    assert accepted.status_code == 202, accepted.content
+    held_send = ChannelDeliveryFactory(recipient_external_id="ann", channel="email")
+    send_item = ScheduledItemFactory(key=f"send:{held_send.id}", lane="email", due_at=clock.now(),
+                                     payload={"channel_delivery": held_send.id, "held": "quiet hours until 08:00"})
+    digest_item = ScheduledItemFactory(kind="digest.close", key="digest:1", payload={"window": 1})
+
+    listing = staff_client.get("/admin/core/scheduleditem/")
+    assert listing.status_code == 200
+    assert accepted.json()["id"].encode() in listing.content and b"quiet hours until 08:00" in listing.content
+    assert staff_client.get("/admin/core/scheduleditem/?kind=notification.release").status_code == 200
+
+    every = list(ScheduledItem.objects.values_list("id", flat=True))
+    response = staff_client.post("/admin/core/scheduleditem/", {"action": "cancel_items", "_selected_action": every},
+                                 follow=True)
+    text = response.content.decode()
+    assert "1 held notification(s) and 1 send(s) cancelled." in text and "1 item(s) left" in text
+    assert list(ScheduledItem.objects.values_list("id", flat=True)) == [digest_item.id]
+    assert Delivery.objects.get(notification_id=accepted.json()["id"]).reason == "cancelled"
+    assert ChannelDelivery.objects.get(id=held_send.id).status == "skipped"
+    assert ChannelDelivery.objects.get(id=held_send.id).last_error == "cancelled"
+    assert not ScheduledItem.objects.filter(id=send_item.id).exists()
+    # Cancelled from the admin, the API says so too: DELETE is idempotent.
+    assert service_client.delete(f"/api/v1/notifications/{accepted.json()['id']}/").status_code == 204
+
+
+def test_a_send_released_between_reading_and_cancelling_it_is_not_cancelled():
+    from datetime import timedelta
+
+    from core.factories import ScheduledItemFactory
+    from delivery.services import _channel_send_cancel
+
+    row = ChannelDeliveryFactory(channel="webhook")
+    read = ScheduledItemFactory(key=f"send:{row.id}", payload={"channel_delivery": row.id})
+    # The sender releases it meanwhile (under a lease): the cancel deletes nothing and skips nothing.
+    ScheduledItem.objects.filter(id=read.id).update(releases=1, due_at=read.due_at + timedelta(seconds=60))
+    assert _channel_send_cancel(item=read) is False
+    assert ScheduledItem.objects.filter(id=read.id).exists()
+    assert ChannelDelivery.objects.get(id=row.id).status == "pending"

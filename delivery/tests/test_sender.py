@@ -30,6 +30,9 @@ class _Blocking:
         self.sent.append(outgoing.notification_id)
 
 
+CONTENT = {"kind": "custom", "message": "hi", "created_at": "2026-11-22T10:00:00+00:00"}
+
+
 def _leased(items: list[ScheduledItem]) -> int:
     """How many of the items are held under a lease (due far ahead) rather than due now."""
     return ScheduledItem.objects.filter(id__in=[i.id for i in items], due_at__gt=timezone.now() + send_lease() / 2).count()
@@ -39,7 +42,7 @@ def _sends(n: int) -> list[ScheduledItem]:
     items = []
     for i in range(n):
         recipient = RecipientFactory(external_id=f"r{i}", push_endpoint="https://hooks.example.com/in")
-        row = ChannelDeliveryFactory(recipient_external_id=recipient.external_id, content={"kind": "custom", "message": "hi", "created_at": "2026-11-22T10:00:00+00:00"})
+        row = ChannelDeliveryFactory(recipient_external_id=recipient.external_id, content=CONTENT)
         items.append(ScheduledItemFactory(key=f"send:{row.id}", payload={"channel_delivery": row.id}))
     return items
 

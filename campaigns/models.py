@@ -1,7 +1,7 @@
 from django.db import models
 from django.utils import timezone
 
-from core.messages import CAMPAIGN_KINDS, RECIPIENT_ID_MAX_LENGTH, Kind, kind_choices
+from core.messages import CAMPAIGN_KINDS, RECIPIENT_ID_MAX_LENGTH, EscalationSpec, Kind, kind_choices
 
 
 class CampaignStatus(models.TextChoices):
@@ -25,6 +25,9 @@ class Campaign(models.Model):
     templates = models.JSONField(default=list, blank=True)
     # Who caused it, for a notification sent to a topic (its actor, left out of the audience); empty for campaigns.
     sender = models.CharField(max_length=RECIPIENT_ID_MAX_LENGTH, blank=True, default="")
+    # {"after_seconds", "channels", "unless"} (core.messages.EscalationSpec): each recipient's email or
+    # webhook waits that long after the in-app notification landed, and is sent only if still unread.
+    escalate = models.JSONField(null=True, blank=True, default=None)
     status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.QUEUED)
     # Counts: targeted is written by the dispatcher, the others by the worker, a batch at a time.
     targeted = models.PositiveIntegerField(default=0)
@@ -45,3 +48,7 @@ class Campaign(models.Model):
     @property
     def settled(self) -> int:
         return self.delivered + self.failed + self.skipped
+
+    @property
+    def escalation(self) -> EscalationSpec | None:
+        return EscalationSpec.of_body(self.escalate) if self.escalate else None

@@ -11,7 +11,7 @@ from core.fields import (
 )
 from core.messages import CAMPAIGN_KINDS, Kind
 from inbox.models import SUBSCRIPTION_KEY_REGEX
-from inbox.serializers import KindField, TemplatePartsInput, templates_one_per_channel_and_locale
+from inbox.serializers import EscalationInput, KindField, TemplatePartsInput, templates_one_per_channel_and_locale
 
 CAMPAIGN_TEMPLATES_MAX = 50
 
@@ -37,6 +37,11 @@ class CampaignCreateInput(serializers.Serializer):
         help_text="Its own templates (Liquid), one per channel and locale: a recipient whose locale has one "
                   "(de-AT, then de, then the default) gets it rendered; the others get title and body.")
 
+    escalate = EscalationInput(
+        required=False, allow_null=True, default=None,
+        help_text="Each recipient's in-app notification lands at once; the named channels are sent only "
+                  "`after_seconds` later, and only if it is still unread (or unseen) then.")
+
     def validate_templates(self, value):
         return templates_one_per_channel_and_locale(value)
 
@@ -48,7 +53,7 @@ class CampaignOutput(serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = [
-            "id", "title", "body", "kind", "sender", "segment", "data", "templates", "status",
+            "id", "title", "body", "kind", "sender", "segment", "data", "templates", "escalate", "status",
             "targeted", "delivered", "failed", "skipped",
             "created_at", "dispatched_at", "completed_at", "cancelled_at",
         ]

@@ -15,7 +15,7 @@ from campaigns import selectors
 from campaigns.models import Campaign, CampaignStatus
 from campaigns.segments import Segment, Subscribers, segment_parse
 from core import broker, metrics, topics
-from core.messages import CampaignChunk, CampaignCreated
+from core.messages import CampaignChunk, CampaignCreated, EscalationSpec
 from core.publisher import Chunker, ChunkPublisher
 
 logger = logging.getLogger(__name__)
@@ -32,13 +32,13 @@ class FanOutInterrupted(Exception):
 
 
 def campaign_create(*, title: str, body: str, kind: str, segment: Segment, data: dict,
-                    templates: Sequence[dict] = ()) -> Campaign:
+                    templates: Sequence[dict] = (), escalate: EscalationSpec | None = None) -> Campaign:
     """Store a campaign and, in the same transaction, queue its CampaignCreated event. `templates`:
     its own, each {"channel", "locale", and the parts}, parsed already (campaigns.serializers)."""
     stored = [{name: value for name, value in t.items() if value or name in ("channel", "locale")} for t in templates]
     with transaction.atomic():
         campaign = Campaign.objects.create(title=title, body=body, kind=kind, segment=segment.to_json(), data=data,
-                                           templates=stored)
+                                           templates=stored, escalate=escalate.encode() if escalate else None)
         topics.CAMPAIGNS.enqueue(CampaignCreated(campaign.id))
     return campaign
 

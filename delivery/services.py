@@ -361,7 +361,7 @@ def _tasks_settle(*, tasks: list[NotificationTask], campaigns: Mapping[int, obje
             channel_rows += [(item if own is None else dataclasses.replace(item, content=own.for_channel(channel)),
                               channel) for channel in decision.external]
             pending.append(holds.Pending(task.notification_id, campaign.kind if campaign else task.kind, recipient.pk,
-                                         decision.external, task.escalate))
+                                         decision.external, campaign.escalation if campaign else task.escalate))
     inbox_services.notifications_insert(rows=inbox_rows, delivered_at=now)
     held = holds.holds_of(pending=pending, now=clock.now()) if pending else {}
     result.held.update((channel, hold.reason) for (_, channel), hold in held.items())

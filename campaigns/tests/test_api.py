@@ -43,6 +43,11 @@ def test_seed_offers_route_takes_the_seed_body(service_client):
         ({"body": "x" * 2001}, "body", "2000"),
         ({"kind": "promo"}, "kind", "valid choices: offer, alert, reminder"),
         ({"data": {"blob": "x" * 16400}}, "data", "limit is 16384 bytes"),
+        ({"escalate": {"after_seconds": 0, "channels": ["email"]}}, "escalate", "greater than or equal to 1"),
+        ({"escalate": {"after_seconds": 60, "channels": ["sms"]}}, "escalate", "valid choices"),
+        ({"escalate": {"after_seconds": 60, "channels": []}}, "escalate", "at least 1"),
+        ({"escalate": {"after_seconds": 60, "channels": ["email"], "unless": "clicked"}}, "escalate", "valid choices"),
+        ({"escalate": "email"}, "escalate", "dictionary"),
     ],
 )
 def test_bad_input_is_400_with_valid_choices_and_stores_nothing(service_client, change, field, says):
@@ -125,3 +130,14 @@ def test_unknown_campaign_is_404(service_client, path):
 @pytest.mark.parametrize(("method", "path"), [("post", "/api/v1/campaigns/"), ("get", "/api/v1/campaigns/"), ("post", "/offers")])
 def test_anonymous_is_401(anonymous_client, method, path):
     assert getattr(anonymous_client, method)(path, VALID, format="json").status_code == 401
+
+
+def test_a_campaign_carries_its_escalation(service_client):
+    """Issue 15: a campaign may carry `escalate`, as a notification does."""
+    escalate = {"after_seconds": 3600, "channels": ["email", "email"], "unless": "seen"}
+    response = service_client.post("/api/v1/campaigns/", {**VALID, "escalate": escalate}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["escalate"] == {"after_seconds": 3600, "channels": ["email"], "unless": "seen"}
+    campaign = Campaign.objects.get()
+    assert (campaign.escalation.after_seconds, campaign.escalation.channels) == (3600, ("email",))
+    assert service_client.post("/api/v1/campaigns/", VALID, format="json").json()["escalate"] is None

@@ -191,3 +191,25 @@ def test_an_escalated_task_is_not_folded_into_its_kinds_digest():
     result = deliveries_settle(tasks=[_task("n-dg", "dg", kind="review",
                                             escalate=EscalationSpec(after_seconds=30, channels=("email",)))])
     assert (result.delivered, result.digested) == (1, 0)
+
+
+def test_a_campaigns_escalation_holds_each_recipients_named_channels_until_due_unless_read():
+    """Issue 15: escalation on campaigns. Plain recipients (in-app only) are settled as a set; the
+    ones with an address as tasks, whose named channels wait, each cancelled by its own read."""
+    from core.messages import CampaignChunk
+
+    offer = CampaignFactory(kind="offer", status="dispatched",
+                            escalate={"after_seconds": 600, "channels": ["email"], "unless": "read"})
+    RecipientFactory(external_id="c1", email="c1@example.com")
+    RecipientFactory(external_id="c2", email="c2@example.com")
+    RecipientFactory(external_id="c3", email="")  # in-app only
+    result = deliveries_settle(chunks=[(CampaignChunk(offer.id, ("c1", "c2", "c3")), None)])
+
+    assert result.delivered == 3 and result.held == {("email", "escalation"): 2}
+    assert Notification.objects.filter(notification_id__startswith=f"{offer.id}:").count() == 3
+    assert _due_sends() == []  # nothing at once
+    Notification.objects.filter(notification_id=f"{offer.id}:c2").mark_read()
+    with clock.moved(seconds=601):
+        [send] = _due_sends()
+    assert (send.outgoing.notification_id, send.channel) == (f"{offer.id}:c1", "email")
+    assert ChannelDelivery.objects.get(notification_id=f"{offer.id}:c2").last_error == "read before escalation"

@@ -79,7 +79,7 @@ def campaign_run(client: APIClient, segment: dict, *, timeout: float, sampler: M
 
 
 def run(env: BenchEnvironment, *, recipients: int, workers: int = 1, peer: bool = False,
-        templates: bool = False) -> list[Result]:
+        templates: bool = False, rules: bool = False) -> list[Result]:
     logger.info("fanout: seeding %d recipients", recipients)
     recipients_seed(recipients)
     dispatcher = env.processes.start("run_dispatcher")
@@ -102,6 +102,7 @@ def run(env: BenchEnvironment, *, recipients: int, workers: int = 1, peer: bool 
     rate = recipients / elapsed
     logger.info("fanout: %d recipients in %.2f s: %.0f recipients/s", recipients, elapsed, rate)
     templated = _templated_run(client, recipients=recipients, workers=workers, plain_rate=rate) if templates else []
+    ruled = _rules_run(client, recipients=recipients, workers=workers, plain_rate=rate) if rules else []
     env.processes.stop_all()  # the ceiling gets the machine to itself, as the pipeline had
     ceiling = raw_pipeline_rate(count=recipients)
     logger.info("fanout: raw kafka-python -> PostgreSQL pipeline: %.0f records/s", ceiling)
@@ -125,7 +126,7 @@ def run(env: BenchEnvironment, *, recipients: int, workers: int = 1, peer: bool 
             for name in sampler.peak
         ),
     ]
-    results += templated
+    results += templated + ruled
     if peer:
         results += peer_results(env, rate=rate, recipients=recipients)
     return results
@@ -153,6 +154,44 @@ def _templated_run(client: APIClient, *, recipients: int, workers: int, plain_ra
             figure=round(rate), unit="recipients/s", ceiling=round(plain_rate),
             ceiling_source="the same fan-out without templates, same run", note=f"POST -> completed in {elapsed:.2f} s"))
     return results
+
+
+# --rules: the delivery rules of issue 15 on. An in-app cap on the campaign's kind that every recipient
+# is under (so each one's count is read in the set statement), a tenth of the directory with quiet hours
+# (preferences: settled one by one, as recipients with preferences are) and half in another time zone.
+RULES_CAP = {"channel": "in_app", "kind": "offer", "max": 1000, "per_seconds": 86400}
+RULES_QUIET_HOURS = '{"start": "22:00", "end": "08:00"}'
+
+
+def _rules_run(client: APIClient, *, recipients: int, workers: int, plain_rate: float) -> list[Result]:
+    from delivery.caps import CACHE_SECONDS
+    from inbox.models import Preference
+
+    response = client.post("/api/v1/frequency-caps/", RULES_CAP, format="json")
+    if response.status_code != 201:
+        raise SystemExit(f"bench: frequency cap POST answered {response.status_code}: {response.content[:200]!r}")
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {Recipient._meta.db_table} SET timezone = 'Europe/Berlin' WHERE id % 2 = 0")
+        cursor.execute(
+            f"INSERT INTO {Preference._meta.db_table} (recipient_id, kinds, channels, quiet_hours, updated_at) "
+            f"SELECT id, '{{}}', '{{}}', %s::jsonb, now() FROM {Recipient._meta.db_table} WHERE id %% 10 = 0 "
+            "ON CONFLICT (recipient_id) DO UPDATE SET quiet_hours = EXCLUDED.quiet_hours", [RULES_QUIET_HOURS])
+    time.sleep(CACHE_SECONDS + 0.5)  # each worker reads the caps at most every CACHE_SECONDS: the new one applies
+    logger.info("fanout: again, with an in-app cap, quiet hours for a tenth and two time zones (%d recipients)",
+                recipients)
+    started = time.perf_counter()
+    campaign = campaign_run(client, {"type": "ALL_USERS"}, timeout=max(120, recipients / 500))
+    elapsed = time.perf_counter() - started
+    if campaign.delivered != recipients:
+        raise SystemExit(f"bench: expected {recipients} deliveries with the rules on, the campaign counts "
+                         f"{campaign.delivered} (skipped {campaign.skipped})")
+    rate = recipients / elapsed
+    logger.info("fanout with the rules on: %d recipients in %.2f s: %.0f recipients/s", recipients, elapsed, rate)
+    return [Result(
+        name=f"fanout {recipients:,} recipients, rules on, {workers} worker(s)",
+        figure=round(rate), unit="recipients/s", ceiling=round(plain_rate),
+        ceiling_source="the same fan-out without rules, same run",
+        note=f"an in-app cap, quiet hours for a tenth, two time zones; POST -> completed in {elapsed:.2f} s")]
 
 
 def peer_results(env: BenchEnvironment, *, rate: float, recipients: int) -> list[Result]:

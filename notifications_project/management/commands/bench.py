@@ -32,14 +32,17 @@ class Command(BaseCommand):
                             help="fanout: also run the Celery-on-Redis peer (1,000 recipients a task) and print the ratio")
         parser.add_argument("--templates", action="store_true",
                             help="fanout: then the same fan-out with the campaign's own templates (2 locales), and the ratio")
+        parser.add_argument("--rules", action="store_true",
+                            help="fanout: then the same fan-out with a frequency cap, quiet hours and time zones on, "
+                                 "and the ratio")
         parser.add_argument("--kafka", help="bootstrap servers of a running broker (default: start a dev broker)")
         parser.add_argument("--json", dest="json_path", help="also write the results to this file")
 
     def handle(self, *args, name: str, quick: bool, recipients: int | None, workers: int, peer: bool, templates: bool,
-               kafka: str | None,
+               rules: bool, kafka: str | None,
                json_path: str | None, rows: int | None, **options):
-        if (peer or templates) and name != "fanout":
-            raise CommandError("--peer and --templates are options of fanout")
+        if (peer or templates or rules) and name != "fanout":
+            raise CommandError("--peer, --templates and --rules are options of fanout")
         logging.getLogger("bench").setLevel(logging.INFO)
         with BenchEnvironment(kafka=kafka, broker_needed=name != "inbox") as env:
             if name == "inbox":
@@ -60,7 +63,8 @@ class Command(BaseCommand):
                 count = recipients or (2_000 if quick else 100_000)
                 if count < 1:
                     raise CommandError("--recipients must be at least 1")
-                results = fanout.run(env, recipients=count, workers=workers, peer=peer, templates=templates)
+                results = fanout.run(env, recipients=count, workers=workers, peer=peer, templates=templates,
+                                     rules=rules)
         self.stdout.write(f"\n{'benchmark':<44} {'figure':>12} {'unit':<14} {'ceiling':>10} {'ratio':>6}  note")
         for r in results:
             ceiling = f"{r.ceiling:,.0f}" if r.ceiling else "-"

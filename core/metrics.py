@@ -23,6 +23,9 @@ CHANNEL_HELD = Counter("notifications_channel_held_total",
 ESCALATIONS = Counter("notifications_escalations_total",
                       "Escalated sends when due: escalated (still unread, sent) or cancelled (read or seen first)",
                       ["channel", "result"])
+NOTIFICATIONS_SCHEDULED = Counter("notifications_scheduled_total",
+                                  "Notifications held for their send_at or delay when accepted (API process)")
+NOTIFICATIONS_RELEASED = Counter("notifications_released_total", "Held notifications queued when due")
 DIGESTS_CLOSED = Counter("notifications_digests_closed_total", "Digest windows closed (each one notification queued)")
 
 

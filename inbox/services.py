@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core import clock, scheduler, topics
+from core import clock, metrics, scheduler, topics
 from core.db import Condition, bulk_copy, bulk_insert, fetch_bound, values_for_keys
 from core.dead_letters import dead_letter_write
 from core.messages import DigestSpec, EscalationSpec, InvalidPayload, NotificationContent, NotificationTask
@@ -86,6 +86,7 @@ def notification_send(*, sender: str, recipient: str, kind: str, message: str, d
         if only_if is not None and not only_if.holds():
             raise NotAccepted()
         scheduler.schedule(held_item(task, send_at=send_at))
+        transaction.on_commit(metrics.NOTIFICATIONS_SCHEDULED.inc)
         return Accepted(task.notification_id, scheduled=True)
     # One INSERT in autocommit mode is its own transaction: no BEGIN/COMMIT round trips. Inside a
     # caller's transaction (Idempotency-Key) it joins that one.
@@ -131,6 +132,8 @@ def notifications_release_due(*, limit: int = 1000) -> int:
         outbox_enqueue_keyed(topic=topics.SEND.logical, records=records)
         for letter in unreadable:
             dead_letter_write(letter=letter)
+    if released := queued + len(records):
+        metrics.NOTIFICATIONS_RELEASED.inc(released)
     return queued + len(items)
 
 

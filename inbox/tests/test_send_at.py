@@ -24,9 +24,18 @@ def _queued_ids() -> list[str]:
     return [NotificationTask.decode(bytes(e.payload)).notification_id for e in OutboxEvent.objects.filter(topic=topics.SEND.logical).order_by("id")]
 
 
-def test_a_future_send_at_is_held_then_released_once_when_due(service_client):
+def _metric(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_a_future_send_at_is_held_then_released_once_when_due(service_client, django_capture_on_commit_callbacks):
     send_at = timezone.now() + timedelta(hours=2)
-    answer = _post(service_client, send_at=send_at.isoformat())
+    scheduled, released = _metric("notifications_scheduled_total"), _metric("notifications_released_total")
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = _post(service_client, send_at=send_at.isoformat())
+    assert _metric("notifications_scheduled_total") == scheduled + 1
     assert answer.status_code == 202
     assert answer.json() == {"id": answer.json()["id"], "status": "scheduled"}
     notification_id = answer.json()["id"]
@@ -43,6 +52,7 @@ def test_a_future_send_at_is_held_then_released_once_when_due(service_client):
         assert services.notifications_release_due() == 0
     assert _queued_ids() == [notification_id]
     assert not ScheduledItem.objects.exists()
+    assert _metric("notifications_released_total") == released + 1
 
 
 def test_a_release_that_fails_queues_nothing_and_is_released_again(service_client, monkeypatch):

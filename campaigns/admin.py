@@ -9,12 +9,13 @@ from django.views.decorators.http import require_POST
 from campaigns import services
 from campaigns.models import Campaign, CampaignStatus
 
-UNFINISHED = {CampaignStatus.QUEUED, CampaignStatus.DISPATCHING, CampaignStatus.DISPATCHED}
+UNFINISHED = {CampaignStatus.SCHEDULED, CampaignStatus.QUEUED, CampaignStatus.DISPATCHING, CampaignStatus.DISPATCHED}
 
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ["id", "title", "kind", "status", "progress", "targeted", "delivered", "skipped", "failed", "created_at"]
+    list_display = ["id", "title", "kind", "status", "progress", "scheduled", "released", "targeted", "delivered", "skipped",
+                    "failed", "send_at", "created_at"]
     list_filter = ["status", "kind"]
     search_fields = ["title"]
     actions = ["cancel_campaigns"]

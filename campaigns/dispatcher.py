@@ -38,7 +38,8 @@ def dispatcher_run(*, stop: StopFlag, heartbeat: Heartbeat) -> None:
 
     def dispatch_events(envelopes: list[Envelope]) -> None:
         for envelope in envelopes:
-            campaign_dispatch(campaign_id=envelope.message.campaign_id, publisher=publisher, should_stop=should_stop)
+            campaign_dispatch(campaign_id=envelope.message.campaign_id, publisher=publisher, should_stop=should_stop,
+                              zone=envelope.message.zone)
 
     logger.info("dispatcher: consuming %s as group %s", topics.CAMPAIGNS.name,
                 broker.group_name(broker.DISPATCHER_GROUP))

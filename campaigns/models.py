@@ -5,6 +5,7 @@ from core.messages import CAMPAIGN_KINDS, RECIPIENT_ID_MAX_LENGTH, EscalationSpe
 
 
 class CampaignStatus(models.TextChoices):
+    SCHEDULED = "scheduled"  # held by the scheduler until its send_at (or each zone's local_time)
     QUEUED = "queued"
     DISPATCHING = "dispatching"
     DISPATCHED = "dispatched"
@@ -34,6 +35,18 @@ class Campaign(models.Model):
     delivered = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
+    # Held by the scheduler (campaigns.services.campaign_create): until `send_at`, or with `local_time`
+    # ("09:00") until that wall time in each recipient's time zone, one scheduler item per zone.
+    send_at = models.DateTimeField(null=True, blank=True)
+    local_time = models.CharField(max_length=5, blank=True, default="")
+    # Recipients held at creation, and those fanned out so far as their zones were released.
+    scheduled = models.PositiveIntegerField(default=0)
+    released = models.PositiveIntegerField(default=0)
+    # The held parts, by zone (a time zone name, or "*": every recipient): {"due_at": iso, "recipients":
+    # n held, "released_at": iso or null, "targeted": n fanned out or null, "dispatched": bool}.
+    zones = models.JSONField(default=dict, blank=True)
+    # Zones not fanned out yet: the campaign does not complete before this is 0.
+    zones_left = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

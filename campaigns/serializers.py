@@ -4,14 +4,22 @@ from campaigns.models import Campaign
 from campaigns.segments import SegmentError, segment_parse
 from core.api import FieldsBuiltOnce
 from core.fields import (
+    AwareDateTimeField,
     ChoiceWithListField,
     DataField,
     RecipientIdField,
     StorableJSONField,
 )
 from core.messages import CAMPAIGN_KINDS, Kind
+from inbox import quiet_hours as quiet
 from inbox.models import SUBSCRIPTION_KEY_REGEX
-from inbox.serializers import EscalationInput, KindField, TemplatePartsInput, templates_one_per_channel_and_locale
+from inbox.serializers import (
+    EscalationInput,
+    KindField,
+    TemplatePartsInput,
+    send_at_bounded,
+    templates_one_per_channel_and_locale,
+)
 
 CAMPAIGN_TEMPLATES_MAX = 50
 
@@ -41,9 +49,28 @@ class CampaignCreateInput(serializers.Serializer):
         required=False, allow_null=True, default=None,
         help_text="Each recipient's in-app notification lands at once; the named channels are sent only "
                   "`after_seconds` later, and only if it is still unread (or unseen) then.")
+    send_at = AwareDateTimeField(
+        required=False, allow_null=True, default=None,
+        help_text="Send it at this time (ISO 8601 with an offset; at most a year ahead, at most a day in the past): "
+                  "held until then (`scheduled`). Absent, null or a little in the past (clock skew): now.")
+    local_time = serializers.CharField(
+        required=False, allow_null=True, default=None,
+        help_text='HH:MM, 24 h ("09:00"): each recipient gets it at the next such time in its own time zone (its '
+                  "`timezone`; blank: DEFAULT_TIMEZONE) at or after send_at (or now, without one).")
 
     def validate_templates(self, value):
         return templates_one_per_channel_and_locale(value)
+
+    def validate_send_at(self, value):
+        return send_at_bounded(value)
+
+    def validate_local_time(self, value):
+        if value is None:
+            return None
+        try:
+            return quiet.parse_hh_mm(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
 
 
 class CampaignOutput(serializers.ModelSerializer):
@@ -55,6 +82,7 @@ class CampaignOutput(serializers.ModelSerializer):
         fields = [
             "id", "title", "body", "kind", "sender", "segment", "data", "templates", "escalate", "status",
             "targeted", "delivered", "failed", "skipped",
+            "send_at", "local_time", "scheduled", "released", "zones",
             "created_at", "dispatched_at", "completed_at", "cancelled_at",
         ]
 
@@ -70,7 +98,8 @@ class TopicNotificationInput(FieldsBuiltOnce, serializers.Serializer):
     data = DataField(required=False, default=dict)
 
     def validate(self, attrs):
-        extra = sorted({"recipient", "send_at", "delay_seconds", "expires_at", "digest", "escalate"} & set(self.initial_data))
+        extra = sorted({"recipient", "send_at", "delay_seconds", "expires_at", "digest", "escalate", "local_time"}
+                       & set(self.initial_data))
         if extra:
             raise serializers.ValidationError({extra[0]: [
                 "Not with `topic`: a topic's notification goes to each of its subscribers, now, on its own "

@@ -382,21 +382,38 @@ class NotificationContent:
         )
 
 
+# A scheduled campaign's part that stands for all its recipients (a `send_at` without `local_time`); a
+# time zone name is at most 64 characters (a recipient's `timezone`).
+CAMPAIGN_ZONE_ALL = "*"
+CAMPAIGN_ZONE_MAX_LENGTH = 64
+
+
 @dataclass(frozen=True, slots=True)
 class CampaignCreated:
-    """A campaign was created: fan it out (topic offers.created, keyed by campaign id)."""
+    """A campaign was created: fan it out (topic offers.created, keyed by campaign id). `zone`: only for
+    a campaign held by the scheduler (`send_at`, `local_time`): which of its held parts was released, a
+    time zone name (its recipients in that zone) or CAMPAIGN_ZONE_ALL (all of them). Encoded only when
+    set, so the events written before it read as they did."""
 
     campaign_id: int
+    zone: str | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps({"v": SCHEMA_VERSION, "type": "CampaignCreated", "campaign": self.campaign_id})
+        body = {"v": SCHEMA_VERSION, "type": "CampaignCreated", "campaign": self.campaign_id}
+        if self.zone is not None:
+            body["zone"] = self.zone
+        return orjson.dumps(body)
 
     @classmethod
     def decode(cls, raw: bytes | None) -> CampaignCreated:
         body = _decode_json_object(raw)
         if body.get("type") != "CampaignCreated":
             raise InvalidPayload("not a CampaignCreated event")
-        return cls(campaign_id=_campaign_id(body.get("campaign")))
+        zone = body.get("zone")
+        if zone is not None and not (isinstance(zone, str) and 0 < len(zone) <= CAMPAIGN_ZONE_MAX_LENGTH
+                                     and "\x00" not in zone):
+            raise InvalidPayload(f"a CampaignCreated zone must be a string of 1 to {CAMPAIGN_ZONE_MAX_LENGTH} characters")
+        return cls(campaign_id=_campaign_id(body.get("campaign")), zone=zone)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from core import broker, dead_letters, metrics, monitoring, scheduler, topics
 from core.consumer import BatchConsumer, Heartbeat, StopFlag
 from core.failures import FailureKind, describe, failure_kind
 from core.messages import CampaignChunk, ChannelRetry, Envelope, InvalidRecord, NotificationTask
+from campaigns import services as campaign_services
 from delivery import digests, services
 from delivery.channels import channels_available
 from delivery.sender import Outcome, Sender
@@ -114,9 +115,11 @@ def worker_run(*, stop: StopFlag, heartbeat: Heartbeat, batch_size: int, group: 
     worker = Worker(stop=stop)
     logger.info("worker: consuming %s and %s as group %s", topics.SEND.name, topics.RETRY.name, broker.group_name(group))
     worker.sender.start()
-    # Work that waits and whose release is a database write: held notifications (send_at), digest
-    # windows that close, and the second erase of deleted recipients' inboxes.
+    # Work that waits and whose release is a database write: held notifications (send_at), held
+    # campaigns' parts (send_at, local_time by zone), digest windows that close, and the second erase of
+    # deleted recipients' inboxes.
     due = scheduler.DueLoop(name="scheduler", handlers=[inbox_services.notifications_release_due,
+                                                        campaign_services.campaigns_release_due,
                                                         digests.digests_close_due,
                                                         inbox_services.recipients_erase_due], stop=stop)
     due.start()

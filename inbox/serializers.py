@@ -121,11 +121,7 @@ class NotificationSendInput(FieldsBuiltOnce, serializers.Serializer):
                   "later, and only if it is still unread (or unseen) then: reading it first cancels them.")
 
     def validate_send_at(self, value):
-        if value is not None and value > clock.now() + SEND_AT_MAX_AHEAD:
-            raise serializers.ValidationError("Must be at most a year ahead.")
-        if value is not None and value < clock.now() - SEND_AT_MAX_PAST:
-            raise serializers.ValidationError("Must be at most a day in the past (a little in the past is sent now).")
-        return value
+        return send_at_bounded(value)
 
     def validate_expires_at(self, value):
         if value is not None and value <= clock.now():
@@ -150,6 +146,16 @@ class NotificationSendInput(FieldsBuiltOnce, serializers.Serializer):
                 f"Must be after {'send_at' if delay is None else 'the delay (delay_seconds)'}: it would expire "
                 "before it is sent."]})
         return attrs
+
+
+def send_at_bounded(value):
+    """A `send_at`'s bounds (a notification's, a campaign's): at most a year ahead, at most a day in
+    the past (a little in the past, clock skew, is sent now); None passes."""
+    if value is not None and value > clock.now() + SEND_AT_MAX_AHEAD:
+        raise serializers.ValidationError("Must be at most a year ahead.")
+    if value is not None and value < clock.now() - SEND_AT_MAX_PAST:
+        raise serializers.ValidationError("Must be at most a day in the past (a little in the past is sent now).")
+    return value
 
 
 class SeedSendInput(FieldsBuiltOnce, serializers.Serializer):

@@ -74,7 +74,7 @@ def test_list_filters_by_status_and_kind_and_detail_shows_counts(service_client)
 
 
 @pytest.mark.parametrize(("query", "says"), [
-    ("status=done", '"done" is not a valid choice; valid choices: queued, dispatching, dispatched, completed, cancelled.'),
+    ("status=done", '"done" is not a valid choice; valid choices: scheduled, queued, dispatching, dispatched, completed, cancelled.'),
     ("kind=promo", '"promo" is not a valid choice; valid choices: follow, mention, like, custom, offer, alert, reminder, '
                    'or a kind registered at /api/v1/kinds/.'),
     ("kind=", '"" is not a valid choice; valid choices: follow, mention, like, custom, offer, alert, reminder, '

@@ -93,7 +93,8 @@ def notification_trace(*, notification_id: str) -> NotificationTrace | None:
 
     Not settled: `scheduled` while it is held until its `send_at`; `accepted` when the outbox holds its task (the API's event, published or not, until
     the retention purge; or a replayed dead letter), or, for a campaign id `<campaign>:<recipient>`,
-    when that campaign is queued, dispatching or dispatched and the recipient is in the directory.
+    when that campaign is queued, dispatching or dispatched and the recipient is in the directory
+    (`scheduled` while the campaign is held, none of its parts released yet).
     That last rule is an approximation: it does not evaluate the segment, so it can say `accepted` for
     a recipient the campaign does not target (or who was added after its fan-out), until the campaign
     completes. A task published more than RELAY_RETENTION_SECONDS ago whose worker has not read it yet
@@ -147,9 +148,12 @@ def notification_trace(*, notification_id: str) -> NotificationTrace | None:
     if match := _CAMPAIGN_TASK_ID.fullmatch(notification_id):
         campaign_id, recipient = int(match[1]), match[2]
         if campaign_id < 2**63:
-            campaign = Campaign.objects.filter(id=campaign_id, status__in=_CAMPAIGN_ACCEPTED).first()
+            campaign = Campaign.objects.filter(id=campaign_id,
+                                               status__in=(CampaignStatus.SCHEDULED, *_CAMPAIGN_ACCEPTED)).first()
             if campaign is not None and Recipient.objects.filter(external_id=recipient).exists():
-                trace.status, trace.recipient, trace.campaign_id = TraceStatus.ACCEPTED, recipient, campaign_id
+                held = campaign.status == CampaignStatus.SCHEDULED  # (no zone of it released yet)
+                trace.status = TraceStatus.SCHEDULED if held else TraceStatus.ACCEPTED
+                trace.recipient, trace.campaign_id = recipient, campaign_id
                 trace.accepted_at = campaign.created_at
                 return trace
     if letters:

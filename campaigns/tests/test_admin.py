@@ -96,3 +96,11 @@ def test_no_read_only_admin_page_offers_save_or_delete(staff_client):
         page = staff_client.get(url).content
         for button in SAVE_BUTTONS:
             assert button not in page, (url, button)
+
+
+def test_a_scheduled_campaign_shows_its_scheduled_and_released_counts_and_can_be_cancelled(staff_client):
+    campaign = CampaignFactory(status=CampaignStatus.SCHEDULED, local_time="09:00", scheduled=7, released=2)
+    listing = staff_client.get("/admin/campaigns/campaign/").content.decode()
+    assert "column-scheduled" in listing and "column-released" in listing
+    assert '<td class="field-scheduled">7</td><td class="field-released">2</td>' in listing
+    assert 'value="Cancel this campaign"' in _page(staff_client, campaign)

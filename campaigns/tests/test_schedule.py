@@ -264,3 +264,11 @@ def test_local_time_to_an_empty_segment_is_held_in_the_default_zone_for_whoever_
     publisher = ListPublisher()
     services.campaign_dispatch(campaign_id=campaign.id, publisher=publisher, zone="UTC")
     assert publisher.recipients == ["late"]
+
+
+@pytest.mark.django_db
+def test_a_held_campaign_recipient_trace_says_scheduled(service_client):
+    _seed({"b1": "Europe/Berlin"})
+    campaign_id = service_client.post(URL, {**VALID, "local_time": "09:00"}, format="json").json()["id"]
+    trace = service_client.get(f"/api/v1/notifications/{campaign_id}:b1/").json()
+    assert (trace["status"], trace["recipient"], trace["campaign_id"]) == ("scheduled", "b1", campaign_id)

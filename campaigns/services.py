@@ -81,8 +81,16 @@ def _campaign_schedule(*, campaign: Campaign, segment: Segment, send_at: datetim
     campaign.scheduled = sum(zone["recipients"] for zone in campaign.zones.values())
     campaign.save(update_fields=["zones", "zones_left", "scheduled"])
     scheduler.schedule(*(scheduler.Item(kind=RELEASE, key=f"campaign:{campaign.id}:{zone}", due_at=at,
-                                        lane=_lane(campaign.id), payload={"campaign": campaign.id, "zone": zone})
+                                        lane=_lane(campaign.id), payload={
+                                            "campaign": campaign.id, "zone": zone, "held": _held_why(zone, local_time)})
                          for zone, at in due.items()))
+
+
+def _held_why(zone: str, local_time: wall_time | None) -> str:
+    """What the admin's list of scheduled items says of a campaign's part."""
+    if local_time is None:
+        return "campaign send_at"
+    return f"campaign local_time {local_time.strftime('%H:%M')} in {zone}"
 
 
 def _lane(campaign_id: int) -> str:

@@ -143,7 +143,8 @@ def test_a_send_at_ahead_is_held_as_one_item_for_all_recipients(service_client):
     body = answer.json()
     assert (body["status"], body["scheduled"], body["released"], body["local_time"]) == ("scheduled", 2, 0, "")
     [item] = ScheduledItem.objects.all()
-    assert (item.kind, item.due_at, item.payload) == (services.RELEASE, send_at, {"campaign": body["id"], "zone": "*"})
+    assert (item.kind, item.due_at, item.payload) == (services.RELEASE, send_at, {"campaign": body["id"], "zone": "*",
+                                                                    "held": "campaign send_at"})
     assert _events() == []
     assert services.campaigns_release_due() == 0  # not before its time
     with clock.moved(minutes=5):

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, NullIf
 
-from campaigns.models import Campaign
+from campaigns.models import Campaign, CampaignStatus
 from campaigns.segments import Segment, segment_recipients
 from core.messages import CAMPAIGN_ZONE_ALL
 from inbox.models import Recipient
@@ -72,3 +70,12 @@ def recipient_ids_for_segment(*, segment: Segment, page_size: int, zone: str | N
             return
         last_id = page[-1][0]
         yield [external_id for _, external_id in page]
+
+
+def campaign_of_part(*, payload: object) -> Campaign | None:
+    """The unfinished campaign a held part's scheduler item (campaigns.services.RELEASE) names."""
+    campaign_id = payload.get("campaign") if isinstance(payload, dict) else None
+    if type(campaign_id) is not int:
+        return None
+    return Campaign.objects.filter(id=campaign_id).exclude(
+        status__in=(CampaignStatus.COMPLETED, CampaignStatus.CANCELLED)).first()

@@ -74,9 +74,9 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(ScheduledItem)
 class ScheduledItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Work that waits (core/scheduler.py): held notifications (send_at, delays), sends held by quiet
-    hours or an escalation or waiting to retry, digest windows' closes. Held notifications and waiting
-    sends can be cancelled here."""
+    """Work that waits (core/scheduler.py): held notifications (send_at, delays) and campaigns (send_at,
+    local_time by zone), sends held by quiet hours or an escalation or waiting to retry, digest windows'
+    closes. All but the digests can be cancelled here."""
 
     list_display = ["due_at", "kind", "what", "lane", "why", "releases"]
     list_filter = ["kind"]
@@ -94,13 +94,14 @@ class ScheduledItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         payload = item.payload if isinstance(item.payload, dict) else {}
         return str(payload.get("held") or ("retry" if item.kind == services.SEND and item.releases else "") or "-")
 
-    @admin.action(description="Cancel selected held notifications and waiting sends")
+    @admin.action(description="Cancel selected held notifications, campaigns and waiting sends")
     def cancel_items(self, request, queryset):
         counts = services.scheduled_items_cancel(ids=list(queryset.values_list("id", flat=True)))
-        self.message_user(request, f"{counts.notifications} held notification(s) and {counts.sends} send(s) cancelled.")
+        self.message_user(request, f"{counts.notifications} held notification(s), {counts.sends} send(s) and "
+                                   f"{counts.campaigns} campaign(s) cancelled.")
         if counts.left:
-            self.message_user(request, f"{counts.left} item(s) left: released meanwhile, or not cancellable here "
-                              "(a digest closes on its own; cancel a campaign as a campaign).", level=messages.WARNING)
+            self.message_user(request, f"{counts.left} item(s) left: released meanwhile, or not cancellable "
+                              "(a digest window closes on its own).", level=messages.WARNING)
 
     def has_cancel_items_permission(self, request) -> bool:
         return request.user.is_staff

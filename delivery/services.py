@@ -709,16 +709,18 @@ def notification_cancel(*, notification_id: str) -> bool:
 class CancelCounts:
     notifications: int = 0  # held notifications cancelled
     sends: int = 0  # waiting sends cancelled (quiet hours, escalations, retries)
+    campaigns: int = 0  # held campaigns cancelled (every part of each)
     left: int = 0  # not cancellable here (a digest closes on its own), or released meanwhile
 
 
 def scheduled_items_cancel(*, ids: Sequence[int]) -> CancelCounts:
     """Cancel waiting work chosen in the admin: held notifications (as DELETE /api/v1/notifications/<id>/
-    does) and channel sends waiting for quiet hours to end, for an escalation or for a retry (their
-    channel delivery is skipped, `cancelled`). Other kinds are left: a digest window closes on its own,
-    a campaign is cancelled as a campaign. An item released meanwhile is not cancelled (a send already
-    under way is recorded as what it became)."""
+    does), channel sends waiting for quiet hours to end, for an escalation or for a retry (their
+    channel delivery is skipped, `cancelled`) and held campaigns (a part of one cancels the campaign,
+    as POST /api/v1/campaigns/<id>/cancel/ does). A digest window is left: it closes on its own. An item
+    released meanwhile is not cancelled (a send already under way is recorded as what it became)."""
     counts = CancelCounts()
+    campaigns_cancelled: set[int] = set()
     for item in ScheduledItem.objects.filter(id__in=ids).order_by("id"):
         if item.kind == inbox_services.RELEASE and item.key.startswith(inbox_services.release_key("")):
             held = notification_cancel(notification_id=item.key.removeprefix(inbox_services.release_key("")))
@@ -726,6 +728,12 @@ def scheduled_items_cancel(*, ids: Sequence[int]) -> CancelCounts:
             counts.left += not held
         elif item.kind == SEND and _channel_send_cancel(item=item):
             counts.sends += 1
+        elif item.kind == campaign_services.RELEASE and (campaign := campaign_selectors.campaign_of_part(
+                payload=item.payload)) is not None:
+            if campaign.pk not in campaigns_cancelled:
+                campaign_services.campaign_cancel(campaign=campaign)
+                campaigns_cancelled.add(campaign.pk)
+                counts.campaigns += 1
         else:
             counts.left += 1
     return counts

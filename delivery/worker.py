@@ -9,11 +9,11 @@ from collections import deque
 
 from django.conf import settings
 
+from campaigns import services as campaign_services
 from core import broker, dead_letters, metrics, monitoring, scheduler, topics
 from core.consumer import BatchConsumer, Heartbeat, StopFlag
 from core.failures import FailureKind, describe, failure_kind
 from core.messages import CampaignChunk, ChannelRetry, Envelope, InvalidRecord, NotificationTask
-from campaigns import services as campaign_services
 from delivery import digests, services
 from delivery.channels import channels_available
 from delivery.sender import Outcome, Sender

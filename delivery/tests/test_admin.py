@@ -126,7 +126,7 @@ def test_held_notifications_and_waiting_sends_are_listed_and_cancelled_digests_a
     response = staff_client.post("/admin/core/scheduleditem/", {"action": "cancel_items", "_selected_action": every},
                                  follow=True)
     text = response.content.decode()
-    assert "1 held notification(s) and 1 send(s) cancelled." in text and "1 item(s) left" in text
+    assert "1 held notification(s), 1 send(s) and 0 campaign(s) cancelled." in text and "1 item(s) left" in text
     assert list(ScheduledItem.objects.values_list("id", flat=True)) == [digest_item.id]
     assert Delivery.objects.get(notification_id=accepted.json()["id"]).reason == "cancelled"
     assert ChannelDelivery.objects.get(id=held_send.id).status == "skipped"
@@ -149,3 +149,22 @@ def test_a_send_released_between_reading_and_cancelling_it_is_not_cancelled():
     assert _channel_send_cancel(item=read) is False
     assert ScheduledItem.objects.filter(id=read.id).exists()
     assert ChannelDelivery.objects.get(id=row.id).status == "pending"
+
+
+def test_a_held_campaigns_part_cancels_the_campaign(staff_client, service_client):
+    from inbox.factories import RecipientFactory
+
+    RecipientFactory(external_id="tokyo", timezone="Asia/Tokyo")
+    RecipientFactory(external_id="berlin", timezone="Europe/Berlin")
+    created = service_client.post("/api/v1/campaigns/", {"title": "Morning", "segment": {"type": "ALL_USERS"},
+                                                        "local_time": "09:00"}, format="json")
+    assert created.status_code == 201, created.content
+    parts = list(ScheduledItem.objects.filter(kind="campaign.release").values_list("id", flat=True))
+    assert len(parts) == 2
+    listing = staff_client.get("/admin/core/scheduleditem/?kind=campaign.release")
+    assert b"campaign local_time 09:00 in Asia/Tokyo" in listing.content
+    response = staff_client.post("/admin/core/scheduleditem/", {"action": "cancel_items", "_selected_action": parts[:1]},
+                                 follow=True)
+    assert "0 send(s) and 1 campaign(s) cancelled." in response.content.decode()
+    assert service_client.get(f"/api/v1/campaigns/{created.json()['id']}/").json()["status"] == "cancelled"
+    assert not ScheduledItem.objects.filter(kind="campaign.release").exists()  # both parts dropped

@@ -122,6 +122,8 @@ def campaigns_release_due(*, limit: int = 500) -> int:
                     events.append(CampaignCreated(campaign.id, zone=zone))
             Campaign.objects.filter(id=campaign.id).update(zones=campaign.zones)
         topics.CAMPAIGNS.enqueue_many(events)
+    if events:
+        metrics.CAMPAIGN_PARTS_RELEASED.inc(len(events))
     return len(items)
 
 

@@ -26,6 +26,8 @@ ESCALATIONS = Counter("notifications_escalations_total",
 NOTIFICATIONS_SCHEDULED = Counter("notifications_scheduled_total",
                                   "Notifications held for their send_at or delay when accepted (API process)")
 NOTIFICATIONS_RELEASED = Counter("notifications_released_total", "Held notifications queued when due")
+CAMPAIGN_PARTS_RELEASED = Counter("notifications_campaign_parts_released_total",
+                                  "Held campaigns' parts (send_at, or one time zone's local_time) queued when due")
 DIGESTS_CLOSED = Counter("notifications_digests_closed_total", "Digest windows closed (each one notification queued)")
 
 

@@ -147,9 +147,14 @@ def test_a_send_at_ahead_is_held_as_one_item_for_all_recipients(service_client):
                                                                     "held": "campaign send_at"})
     assert _events() == []
     assert services.campaigns_release_due() == 0  # not before its time
+    from prometheus_client import REGISTRY
+
+    metric = "notifications_campaign_parts_released_total"
+    before = REGISTRY.get_sample_value(metric) or 0.0
     with clock.moved(minutes=5):
         assert services.campaigns_release_due() == 1
     assert _events() == [CampaignCreated(body["id"], zone=CAMPAIGN_ZONE_ALL)]
+    assert REGISTRY.get_sample_value(metric) == before + 1
     assert not ScheduledItem.objects.exists()
 
 

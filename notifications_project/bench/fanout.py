@@ -177,21 +177,26 @@ def _rules_run(client: APIClient, *, recipients: int, workers: int, plain_rate: 
             f"SELECT id, '{{}}', '{{}}', %s::jsonb, now() FROM {Recipient._meta.db_table} WHERE id %% 10 = 0 "
             "ON CONFLICT (recipient_id) DO UPDATE SET quiet_hours = EXCLUDED.quiet_hours", [RULES_QUIET_HOURS])
     time.sleep(CACHE_SECONDS + 0.5)  # each worker reads the caps at most every CACHE_SECONDS: the new one applies
-    logger.info("fanout: again, with an in-app cap, quiet hours for a tenth and two time zones (%d recipients)",
-                recipients)
-    started = time.perf_counter()
-    campaign = campaign_run(client, {"type": "ALL_USERS"}, timeout=max(120, recipients / 500))
-    elapsed = time.perf_counter() - started
-    if campaign.delivered != recipients:
-        raise SystemExit(f"bench: expected {recipients} deliveries with the rules on, the campaign counts "
-                         f"{campaign.delivered} (skipped {campaign.skipped})")
-    rate = recipients / elapsed
-    logger.info("fanout with the rules on: %d recipients in %.2f s: %.0f recipients/s", recipients, elapsed, rate)
-    return [Result(
-        name=f"fanout {recipients:,} recipients, rules on, {workers} worker(s)",
-        figure=round(rate), unit="recipients/s", ceiling=round(plain_rate),
-        ceiling_source="the same fan-out without rules, same run",
-        note=f"an in-app cap, quiet hours for a tenth, two time zones; POST -> completed in {elapsed:.2f} s")]
+    results = []
+    # The first campaign a cap counts creates each recipient's guard row; the next ones only lock them.
+    for which in ("first", "next"):
+        logger.info("fanout: again, with an in-app cap, quiet hours for a tenth and two time zones (%d recipients, "
+                    "%s campaign under the cap)", recipients, which)
+        started = time.perf_counter()
+        campaign = campaign_run(client, {"type": "ALL_USERS"}, timeout=max(120, recipients / 500))
+        elapsed = time.perf_counter() - started
+        if campaign.delivered != recipients:
+            raise SystemExit(f"bench: expected {recipients} deliveries with the rules on, the campaign counts "
+                             f"{campaign.delivered} (skipped {campaign.skipped})")
+        rate = recipients / elapsed
+        logger.info("fanout with the rules on (%s): %d recipients in %.2f s: %.0f recipients/s", which, recipients,
+                    elapsed, rate)
+        results.append(Result(
+            name=f"fanout {recipients:,} recipients, rules on ({which}), {workers} worker(s)",
+            figure=round(rate), unit="recipients/s", ceiling=round(plain_rate),
+            ceiling_source="the same fan-out without rules, same run",
+            note=f"an in-app cap, quiet hours for a tenth, two time zones; POST -> completed in {elapsed:.2f} s"))
+    return results
 
 
 def peer_results(env: BenchEnvironment, *, rate: float, recipients: int) -> list[Result]:

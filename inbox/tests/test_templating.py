@@ -1,6 +1,7 @@
 """Templates as pure functions: locales, parsing with the line, plural forms, and hostile templates and
 data, each of which fails alone, quickly, with a clear error."""
 
+import dataclasses
 import time
 
 import pytest
@@ -179,3 +180,66 @@ def test_an_email_html_part_escapes_what_it_is_given():
 
     assert out["html"] == "<p>Hallo <b>&lt;script&gt;x&lt;/script&gt;Anna</b> <a href='/x'>x</a></p>"
     assert out["text"] == out["subject"] == "<script>x</script>Anna"  # plain text is not HTML
+
+
+# ---- the fast path of plain substitutions ----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_KEYS = st.sampled_from(["a", "b", "name", "pct", "size", "first", "x_1", "true"])
+_VALUES = st.recursive(
+    st.one_of(st.text(max_size=12), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=3)),
+    max_leaves=8)
+_PATHS = st.lists(_KEYS, min_size=1, max_size=3).map(lambda keys: ".".join(["data", *keys]))
+_PIECES = st.lists(st.one_of(
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8),
+    _PATHS.map(lambda path: "{{ %s }}" % path),
+    _PATHS.map(lambda path: "{{%s}}" % path),
+    st.sampled_from(["{{ recipient.id }}", "{{ actor }}", "{{ data }}", "{{ data.a | upcase }}", "{% if x %}",
+                     "{{ recipient.attributes.city }}", "{{- actor -}}", "{", "}", "}}", "{{ nil }}"]),
+), max_size=6).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=_PIECES, data=st.dictionaries(_KEYS, _VALUES, max_size=4))
+def test_the_fast_path_renders_what_liquid_renders(source, data):
+    """Whatever the template and data, a part rendered by the fast path is exactly python-liquid's."""
+    try:
+        compiled = templating.compile_parts(id=9, kind="like", channel="in_app", locale="", parts={"body": source})
+    except templating.TemplateSyntaxError:
+        return
+    context = templating.render_context(actor="2", recipient_id="7", recipient_locale="de",
+                                        recipient_attributes={"city": "Graz"}, data=data, kind="like")
+    slow = dataclasses.replace(compiled, plain={})
+    try:
+        expected = templating.render(slow, context)
+    except templating.TemplateRenderError:
+        with pytest.raises(templating.TemplateRenderError):
+            templating.render(compiled, context)
+        return
+    assert templating.render(compiled, context) == expected
+
+
+def test_plain_substitutions_take_the_fast_path_and_the_rest_does_not():
+    assert templating.plain_pieces("{{ data.pct }}% off for you, {{recipient.id}}") == (
+        ("", ("data", "pct")), ("% off for you, ", None), ("", ("recipient", "id")))
+    for source in ("{{ data.a | upcase }}", "{% if x %}y{% endif %}", "{{- actor }}", "{# note #}", "{{ nil }}",
+                   "{{ data.items.size }}", "{{ data.items.first }}", "{{ data['a'] }}", "a }} b", "{{ true }}"):
+        assert templating.plain_pieces(source) is None, source
+    pieces = templating.plain_pieces("{{ data.n }} likes from {{ data.who }}")
+    assert templating.plain_render(pieces, {"data": {"n": 3, "who": "tito"}}, limit=100) == "3 likes from tito"
+    for data in ({"n": 3.5, "who": "x"}, {"n": True, "who": "x"}, {"n": None, "who": "x"}, {"who": "x"},
+                 {"n": [1], "who": "x"}, {"n": 1, "who": {"a": 1}}):
+        assert templating.plain_render(pieces, {"data": data}, limit=100) is None, data  # Liquid decides
+    assert templating.plain_render(pieces, {"data": {"n": 1, "who": "x" * 200}}, limit=100) is None  # over the limit
+
+
+def test_a_fast_rendered_title_is_still_cut_and_a_nul_still_refused():
+    compiled = templating.compile_parts(id=4, kind="like", channel="in_app", locale="", parts={
+        "title": "{{ data.t }}", "body": "{{ data.b }}"})
+    out = templating.render(compiled, {"data": {"t": "x" * 300, "b": "ok"}})
+    assert len(out["title"]) == templating.TITLE_MAX_CHARS and out["title"].endswith("…")
+    with pytest.raises(templating.TemplateRenderError):
+        templating.render(compiled, {"data": {"t": "x", "b": "a\x00b"}})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import orjson
@@ -65,6 +66,24 @@ def digest_of(task: NotificationTask, *, kind_defaults: Mapping[str, int], urgen
         return task.digest
     window = kind_defaults.get(task.kind)
     return DigestSpec(key=task.kind, window_seconds=window) if window else None
+
+
+def topic_digests(*, campaigns: Mapping[int, object]) -> dict[int, DigestSpec]:
+    """The notifications sent to a topic (campaigns with a sender: campaigns.services.topic_notification_send)
+    whose kind digests by default and is not urgent, by campaign id: each subscriber's notification is
+    folded into that subscriber's digest of the kind, as a user-to-user notification of the kind is."""
+    topical = {pk: c for pk, c in campaigns.items() if getattr(c, "sender", "")}
+    if not topical or connection.vendor != "postgresql":
+        return {}
+    kind_defaults, urgent = inbox_selectors.kind_rules(names={c.kind for c in topical.values()})
+    return {pk: DigestSpec(key=c.kind, window_seconds=kind_defaults[c.kind]) for pk, c in topical.items()
+            if c.kind in kind_defaults and c.kind not in urgent}
+
+
+def topic_event(task: NotificationTask, campaign) -> NotificationTask:
+    """A topic subscriber's task as the event it folds: the notification's sender, text and data."""
+    return replace(task, kind=campaign.kind, sender=campaign.sender, message=campaign.body, data=campaign.data,
+                   created_at=campaign.created_at.isoformat())
 
 
 def ledger_reason(spec: DigestSpec) -> str:

@@ -105,6 +105,8 @@ def deliveries_settle(
             ids={t.campaign_id for t in tasks if t.campaign_id} | {chunk.campaign_id for chunk, _ in chunks})
         progress: defaultdict[int, Counter] = defaultdict(Counter)
         tasks = list(tasks)
+        # Notifications to a topic whose kind digests: each subscriber's is folded (as tasks, never the set).
+        topic_digests = digests.topic_digests(campaigns=campaigns)
         for chunk, origin in chunks:
             rest = list(chunk.recipients)
             campaign = campaigns.get(chunk.campaign_id)
@@ -112,7 +114,7 @@ def deliveries_settle(
             # (With in-app caps, a campaign with templates of its own settles its recipients as tasks,
             # which count them: delivery/caps.py. Without templates, the set statement counts them.)
             if (campaign is not None and _reaches_plain_recipients_in_app_only(campaign)
-                    and not (campaign.templates and cap_rules)):
+                    and not (campaign.templates and cap_rules) and campaign.pk not in topic_digests):
                 capped = 0
                 if campaign.templates:  # its own templates: each recipient's text, in its locale
                     delivered, plain, rest = _chunk_deliver_in_app_rendered(chunk=chunk, campaign=campaign,
@@ -134,11 +136,13 @@ def deliveries_settle(
                                         campaign_id=chunk.campaign_id)
                 tasks.append(task)
                 origins.setdefault(task.notification_id, origin)
-        _tasks_settle(tasks=tasks, campaigns=campaigns, origins=origins, now=now, result=result, progress=progress)
+        _tasks_settle(tasks=tasks, campaigns=campaigns, origins=origins, now=now, result=result, progress=progress,
+                      topic_digests=topic_digests)
         for campaign_id, counts in progress.items():
             campaign_services.campaign_progress_add(
                 campaign_id=campaign_id,
-                delivered=counts[DeliveryOutcome.DELIVERED],
+                # A topic's notification folded into a subscriber's digest counts as delivered (by the digest).
+                delivered=counts[DeliveryOutcome.DELIVERED] + counts[DeliveryOutcome.DIGESTED],
                 skipped=counts[DeliveryOutcome.SKIPPED],
                 failed=counts[DeliveryOutcome.FAILED],
             )
@@ -266,7 +270,8 @@ def _chunk_deliver_in_app_rendered(*, chunk: CampaignChunk, campaign, delivered_
 
 
 def _tasks_settle(*, tasks: list[NotificationTask], campaigns: Mapping[int, object], origins: Mapping[str, Origin],
-                  now: datetime, result: BatchResult, progress: defaultdict[int, Counter]) -> None:
+                  now: datetime, result: BatchResult, progress: defaultdict[int, Counter],
+                  topic_digests: Mapping[int, DigestSpec]) -> None:
     """Route and settle tasks one by one (within deliveries_settle's transaction)."""
     first_of_id: dict[str, NotificationTask] = {}
     for task in tasks:
@@ -298,6 +303,7 @@ def _tasks_settle(*, tasks: list[NotificationTask], campaigns: Mapping[int, obje
         kind_defaults, urgent = inbox_selectors.kind_rules(names={t.kind for t in u2u})
         folds = {t.notification_id: spec for t in u2u
                  if (spec := digests.digest_of(t, kind_defaults=kind_defaults, urgent=urgent)) is not None}
+    folds |= {t.notification_id: topic_digests[t.campaign_id] for t in unique_tasks if t.campaign_id in topic_digests}
     for task in unique_tasks:
         campaign = campaigns.get(task.campaign_id) if task.campaign_id else None
         recipient = recipients.get(task.recipient)
@@ -320,7 +326,8 @@ def _tasks_settle(*, tasks: list[NotificationTask], campaigns: Mapping[int, obje
     result.duplicates += len(unique_tasks) - len(claimed)
     # Frequency caps (delivery/caps.py): a claimed delivery over a cap is not made on that channel.
     caps.caps_apply(tasks=unique_tasks, claimed=claimed, routes=routes, campaigns=campaigns, now=clock.now())
-    if folded := [(t, folds[t.notification_id]) for t in unique_tasks if t.notification_id in claimed
+    if folded := [(digests.topic_event(t, campaigns[t.campaign_id]) if t.campaign_id else t, folds[t.notification_id])
+                  for t in unique_tasks if t.notification_id in claimed
                   and t.notification_id in folds and routes[t.notification_id].outcome == DeliveryOutcome.DIGESTED]:
         digests.digests_fold(tasks=folded)
     if carried := [t.notification_id for t in unique_tasks if t.notification_id in claimed

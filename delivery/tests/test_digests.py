@@ -301,3 +301,35 @@ def test_a_digest_capped_on_one_channel_only_is_delivered_on_the_others(settings
     assert Notification.objects.filter(notification_id=digest.notification_id).exists()
     assert ChannelDelivery.objects.get(notification_id=digest.notification_id, channel="webhook").status == "skipped"
     assert DigestWindow.objects.count() == 1  # nothing carried: the in-app digest told them
+
+
+@pytest.mark.django_db
+def test_a_notification_to_a_topic_is_folded_into_each_subscribers_digest_of_its_kind():
+    """Issue 14: a topic's notification is settled "with preferences, templates and digests as usual":
+    a kind that digests by default folds each subscriber's, and the campaign counts them delivered."""
+    from campaigns.factories import CampaignFactory
+    from campaigns.models import Campaign
+    from core.messages import CampaignChunk
+    from inbox.models import NotificationKind
+
+    NotificationKind.objects.create(name="cheer", digest_window_seconds=300)
+    for ext in ("s1", "s2", "s3"):
+        RecipientFactory(external_id=ext, email="")
+    topic = CampaignFactory(kind="cheer", sender="tito", title="", body="tito cheered post 42", data={"post": 42},
+                            segment={"type": "TOPIC", "key": "post:42"}, status="dispatched", targeted=3)
+    deliveries_settle(tasks=[_like(1, recipient="s1", kind="cheer", sender="ana", digest=None)])  # opens s1's window
+
+    result = deliveries_settle(chunks=[(CampaignChunk(topic.id, ("s1", "s2", "s3")), None)])
+    assert result.digested == 3 and not Notification.objects.filter(campaign_id=topic.id).exists()
+    assert Campaign.objects.get(id=topic.id).status == "completed"  # folded counts as delivered
+    assert DigestWindow.objects.count() == 3
+    assert _close_all() == 3
+    by_recipient = {task.recipient: task for task in _queued()}
+    assert by_recipient["s1"].message == "ana and tito sent you 2 cheer notifications"
+    assert by_recipient["s1"].data["digest"]["events"][1]["id"] == f"{topic.id}:s1"
+    assert by_recipient["s2"].data["digest"]["events"][0]["message"] == "tito cheered post 42"
+    assert by_recipient["s2"].data["digest"]["actors"] == ["tito"]
+
+    plain = CampaignFactory(kind="offer", status="dispatched", targeted=1)  # campaigns are never folded
+    deliveries_settle(chunks=[(CampaignChunk(plain.id, ("s2",)), None)])
+    assert Notification.objects.filter(notification_id=f"{plain.id}:s2").exists()

@@ -369,7 +369,8 @@ def plain_pieces(source: str) -> Plain | None:
         pieces.append(("", path))
         at = match.end()
     pieces.append((source[at:], None))
-    if any(marker in text for text, path in pieces if path is None for marker in ("{{", "{%", "{#", "}}")):
+    # (python-liquid reads "\r" as a line end: "\r\n" and "\r" become "\n" in its output.)
+    if any(marker in text for text, path in pieces if path is None for marker in ("{{", "{%", "{#", "}}", "\r")):
         return None
     return tuple((text, path) for text, path in pieces if path is not None or text)
 

@@ -202,7 +202,8 @@ _PIECES = st.lists(st.one_of(
 ), max_size=6).map("".join)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized, so that CI runs the same examples each time (20,000 random ones passed when it was written).
+@settings(max_examples=1000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(source=_PIECES, data=st.dictionaries(_KEYS, _VALUES, max_size=4))
 def test_the_fast_path_renders_what_liquid_renders(source, data):
     """Whatever the template and data, a part rendered by the fast path is exactly python-liquid's."""
@@ -226,7 +227,8 @@ def test_plain_substitutions_take_the_fast_path_and_the_rest_does_not():
     assert templating.plain_pieces("{{ data.pct }}% off for you, {{recipient.id}}") == (
         ("", ("data", "pct")), ("% off for you, ", None), ("", ("recipient", "id")))
     for source in ("{{ data.a | upcase }}", "{% if x %}y{% endif %}", "{{- actor }}", "{# note #}", "{{ nil }}",
-                   "{{ data.items.size }}", "{{ data.items.first }}", "{{ data['a'] }}", "a }} b", "{{ true }}"):
+                   "{{ data.items.size }}", "{{ data.items.first }}", "{{ data['a'] }}", "a }} b", "{{ true }}",
+                   "line\r\n{{ actor }}"):  # (found by the property test: Liquid makes "\r" a "\n")
         assert templating.plain_pieces(source) is None, source
     pieces = templating.plain_pieces("{{ data.n }} likes from {{ data.who }}")
     assert templating.plain_render(pieces, {"data": {"n": 3, "who": "tito"}}, limit=100) == "3 likes from tito"

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from django.conf import settings
-from django.db.models import Count, Max, Q, QuerySet, Value
-from django.db.models.functions import Coalesce, NullIf
+from django.db.models import CharField, Count, Exists, Max, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Coalesce, Concat, NullIf
 
 from campaigns.models import Campaign, CampaignStatus
 from campaigns.segments import Segment, segment_recipients
 from core.messages import CAMPAIGN_ZONE_ALL
-from inbox.models import Recipient
+from inbox.models import Notification, Recipient
 
 
 def campaigns_by_id(*, ids: set[int]) -> dict[int, Campaign]:
@@ -51,10 +51,33 @@ def _in_zone(recipients: QuerySet[Recipient], *, zone: str | None, rest_beside: 
     return recipients.alias(recipient_zone=_zone_of_recipient()).filter(wanted)
 
 
+# What says a campaign's notification to a recipient was settled already, beside its inbox row: the
+# ledger's (delivery.apps registers it; the ledger is a layer above). Each takes the campaign id and
+# gives a condition on Recipient that holds for the recipients already settled.
+SettledCondition = Callable[[int], Exists]
+_settled_conditions: list[SettledCondition] = []
+
+
+def settled_condition_register(condition: SettledCondition) -> None:
+    if condition not in _settled_conditions:
+        _settled_conditions.append(condition)
+
+
+def _settled_for(campaign_id: int) -> list[Exists]:
+    """Conditions on Recipient true for those whose notification of this campaign was settled."""
+    inbox_row = Exists(Notification.objects.filter(notification_id=Concat(
+        Value(f"{campaign_id}:"), OuterRef("external_id"), output_field=CharField())))
+    return [inbox_row, *(condition(campaign_id) for condition in _settled_conditions)]
+
+
 def recipient_ids_for_segment(*, segment: Segment, page_size: int, zone: str | None = None,
-                              rest_beside: Collection[str] = ()) -> Iterator[list[str]]:
+                              rest_beside: Collection[str] = (),
+                              not_settled_of: int | None = None) -> Iterator[list[str]]:
     """Stream the user ids a segment matches, a keyset page at a time (never all in memory); with
-    `zone`, only its recipients in that time zone (and with `rest_beside`, those in none of them).
+    `zone`, only its recipients in that time zone (and with `rest_beside`, those in none of them); with
+    `not_settled_of` (a campaign id), not those whose notification of that campaign was settled already
+    (a recipient who moved from a zone released earlier: found from outside, counted twice, it kept
+    the campaign from ever completing).
 
     The id range is frozen at the start: recipients added during the fan-out are not included.
     """
@@ -63,6 +86,9 @@ def recipient_ids_for_segment(*, segment: Segment, page_size: int, zone: str | N
         return
     matching = _in_zone(segment_recipients(segment), zone=zone, rest_beside=rest_beside).filter(
         id__lte=upper).order_by("id")
+    if not_settled_of is not None:
+        for settled in _settled_for(not_settled_of):
+            matching = matching.exclude(settled)
     last_id = 0
     while True:
         page = list(matching.filter(id__gt=last_id).values_list("id", "external_id")[:page_size])

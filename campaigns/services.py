@@ -202,8 +202,13 @@ def campaign_dispatch(
             publisher.publish(CampaignChunk(campaign_id, tuple(recipients)), partition=partition)
 
     produced = 0
+    # A part released after another (the first time: a redispatch counts its settled ones again) leaves
+    # out the recipients an earlier part reached: they moved zone since.
+    earlier = part is not None and part["targeted"] is None and any(
+        other["released_at"] is not None for name, other in campaign.zones.items() if name != zone)
     for page in selectors.recipient_ids_for_segment(segment=segment, page_size=settings.DISPATCHER_PAGE_SIZE,
-                                                    zone=zone, rest_beside=rest_beside):
+                                                    zone=zone, rest_beside=rest_beside,
+                                                    not_settled_of=campaign_id if earlier else None):
         publish(chunker.add(page))
         produced += len(page)
         metrics.FANOUT_TASKS.inc(len(page))

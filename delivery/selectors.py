@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
-from django.db.models import BinaryField
-from django.db.models.functions import Substr
+from django.db.models import BinaryField, CharField, Exists, OuterRef, Value
+from django.db.models.functions import Concat, Substr
 
 from campaigns.models import Campaign, CampaignStatus
 from core import topics
@@ -196,3 +196,9 @@ def _pending_send_event(notification_id: str) -> OutboxEvent | None:
         .order_by("-id")
         .first()
     )
+
+
+def campaign_notification_settled(campaign_id: int) -> Exists:
+    """A condition on Recipient: its notification of this campaign has a ledger row."""
+    return Exists(Delivery.objects.filter(notification_id=Concat(
+        Value(f"{campaign_id}:"), OuterRef("external_id"), output_field=CharField())))

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from campaigns import selectors as campaign_selectors
 from campaigns import services as campaign_services
+from campaigns.models import CampaignStatus
 from core import clock, metrics, scheduler, topics
 from core.db import bulk_insert, fetch_bound
 from core.dead_letters import dead_letter_of, dead_letter_write, dead_letters_store
@@ -42,7 +43,7 @@ from delivery.models import (
     Delivery,
     DeliveryOutcome,
 )
-from delivery.routing import NO_OPT_OUTS, Route, route
+from delivery.routing import CAMPAIGN_CANCELLED, NO_OPT_OUTS, Route, route
 from inbox import models as inbox_models
 from inbox import selectors as inbox_selectors
 from inbox import services as inbox_services
@@ -475,11 +476,30 @@ def channel_sends_of(*, items: Sequence[scheduler.Due]) -> list[ChannelSend]:
             id__in=expired, status__in=(ChannelDeliveryStatus.PENDING, ChannelDeliveryStatus.RETRYING),
         ).update(status=ChannelDeliveryStatus.SKIPPED, last_error=EXPIRED, updated_at=timezone.now())
         rows = [row for row in rows if row.id not in expired]
+    rows = _cancelled_campaigns_settle(rows)
     rows = _escalations_settle(rows, items=by_id)
     sends = _sends_for(rows, items=by_id)
     wanted = {send.channel_delivery_id for send in sends}
     scheduler.done(item for key, item in by_id.items() if key not in wanted)
     return sends
+
+
+def _cancelled_campaigns_settle(rows: list[ChannelDelivery]) -> list[ChannelDelivery]:
+    """Sends of a campaign cancelled since they were scheduled (held by quiet hours or an escalation, or
+    retrying) are skipped, "campaign cancelled": a cancelled campaign makes no further deliveries
+    (found from outside: an escalation of a cancelled campaign went out). The rest of `rows`, to send."""
+    ids = {row.campaign_id for row in rows if row.campaign_id}
+    if not ids:
+        return rows
+    cancelled = {pk for pk, campaign in campaign_selectors.campaigns_by_id(ids=ids).items()
+                 if campaign.status == CampaignStatus.CANCELLED}
+    if not cancelled:
+        return rows
+    ChannelDelivery.objects.filter(
+        id__in=[row.id for row in rows if row.campaign_id in cancelled],
+        status__in=(ChannelDeliveryStatus.PENDING, ChannelDeliveryStatus.RETRYING),
+    ).update(status=ChannelDeliveryStatus.SKIPPED, last_error=CAMPAIGN_CANCELLED.reason, updated_at=timezone.now())
+    return [row for row in rows if row.campaign_id not in cancelled]
 
 
 def _escalations_settle(rows: list[ChannelDelivery], *, items: Mapping[int, scheduler.Due]) -> list[ChannelDelivery]:

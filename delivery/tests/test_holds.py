@@ -213,3 +213,22 @@ def test_a_campaigns_escalation_holds_each_recipients_named_channels_until_due_u
         [send] = _due_sends()
     assert (send.outgoing.notification_id, send.channel) == (f"{offer.id}:c1", "email")
     assert ChannelDelivery.objects.get(notification_id=f"{offer.id}:c2").last_error == "read before escalation"
+
+
+def test_a_cancelled_campaigns_waiting_sends_are_skipped_never_sent():
+    """Found from outside: a campaign cancelled while its escalations waited still sent them."""
+    from campaigns.models import Campaign
+    from campaigns.services import campaign_cancel
+    from core.messages import CampaignChunk
+
+    offer = CampaignFactory(kind="offer", status="dispatched", targeted=2,  # (one recipient still to settle)
+                            escalate={"after_seconds": 60, "channels": ["webhook"]})
+    RecipientFactory(external_id="w1", email="", push_endpoint="https://hooks.example.com/w1")
+    deliveries_settle(chunks=[(CampaignChunk(offer.id, ("w1",)), None)])
+    assert ChannelDelivery.objects.get(notification_id=f"{offer.id}:w1").status == "pending"
+    campaign_cancel(campaign=Campaign.objects.get(id=offer.id))
+    with clock.moved(seconds=61):
+        assert _due_sends() == []
+    row = ChannelDelivery.objects.get(notification_id=f"{offer.id}:w1")
+    assert (row.status, row.last_error, row.attempts) == ("skipped", "campaign cancelled", 0)
+    assert not ScheduledItem.objects.filter(kind=SEND).exists()

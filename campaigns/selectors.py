@@ -7,7 +7,7 @@ from django.db.models import CharField, Count, Exists, Max, OuterRef, Q, QuerySe
 from django.db.models.functions import Coalesce, Concat, NullIf
 
 from campaigns.models import Campaign, CampaignStatus
-from campaigns.segments import Segment, segment_recipients
+from campaigns.segments import Segment, SegmentError, segment_parse, segment_recipients
 from core.messages import CAMPAIGN_ZONE_ALL
 from inbox.models import Notification, Recipient
 
@@ -105,3 +105,13 @@ def campaign_of_part(*, payload: object) -> Campaign | None:
         return None
     return Campaign.objects.filter(id=campaign_id).exclude(
         status__in=(CampaignStatus.COMPLETED, CampaignStatus.CANCELLED)).first()
+
+
+def campaign_targets(*, campaign: Campaign, external_id: str) -> bool:
+    """Whether the campaign's segment holds this recipient now (one query; False for a segment that
+    does not parse, which a stored campaign never has)."""
+    try:
+        segment = segment_parse(campaign.segment)
+    except SegmentError:
+        return False
+    return segment_recipients(segment).filter(external_id=external_id).exists()

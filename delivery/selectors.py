@@ -10,6 +10,7 @@ import orjson
 from django.db.models import BinaryField, CharField, Exists, OuterRef, Value
 from django.db.models.functions import Concat, Substr
 
+from campaigns import selectors as campaign_selectors
 from campaigns.models import Campaign, CampaignStatus
 from core import topics
 from core.messages import SCHEMA_VERSION, NotificationTask
@@ -17,7 +18,7 @@ from core.models import DeadLetter, OutboxEvent, ScheduledItem
 from delivery.models import ChannelDelivery, ChannelDeliveryStatus, Delivery, DeliveryOutcome, DigestEvent
 from delivery.services import CANCELLED, SEND, send_key
 from inbox import services as inbox_services
-from inbox.models import Notification, Recipient
+from inbox.models import Notification
 
 
 class TraceStatus:
@@ -93,11 +94,10 @@ def notification_trace(*, notification_id: str) -> NotificationTrace | None:
 
     Not settled: `scheduled` while it is held until its `send_at`; `accepted` when the outbox holds its task (the API's event, published or not, until
     the retention purge; or a replayed dead letter), or, for a campaign id `<campaign>:<recipient>`,
-    when that campaign is queued, dispatching or dispatched and the recipient is in the directory
-    (`scheduled` while the campaign is held, none of its parts released yet).
-    That last rule is an approximation: it does not evaluate the segment, so it can say `accepted` for
-    a recipient the campaign does not target (or who was added after its fan-out), until the campaign
-    completes. A task published more than RELAY_RETENTION_SECONDS ago whose worker has not read it yet
+    when that campaign is queued, dispatching or dispatched and its segment holds the recipient now
+    (`scheduled` while the campaign is held, none of its parts released yet). That is the segment as
+    it is now: a recipient who joined it after the fan-out (or moved into a time zone released
+    already) reads `accepted` until the campaign completes. A task published more than RELAY_RETENTION_SECONDS ago whose worker has not read it yet
     (the worker stopped for that long) has no trace until it is settled. Else `dead_lettered` when a
     dead letter names the id (a record set aside before it was settled), or None.
 
@@ -150,7 +150,7 @@ def notification_trace(*, notification_id: str) -> NotificationTrace | None:
         if campaign_id < 2**63:
             campaign = Campaign.objects.filter(id=campaign_id,
                                                status__in=(CampaignStatus.SCHEDULED, *_CAMPAIGN_ACCEPTED)).first()
-            if campaign is not None and Recipient.objects.filter(external_id=recipient).exists():
+            if campaign is not None and campaign_selectors.campaign_targets(campaign=campaign, external_id=recipient):
                 held = campaign.status == CampaignStatus.SCHEDULED  # (no zone of it released yet)
                 trace.status = TraceStatus.SCHEDULED if held else TraceStatus.ACCEPTED
                 trace.recipient, trace.campaign_id = recipient, campaign_id

@@ -181,6 +181,20 @@ def test_a_campaign_recipient_is_found_by_campaign_and_recipient_id(service_clie
     assert service_client.get(URL.format(f"{cancelled.id}:用户1")).status_code == 404
 
 
+def test_a_running_campaign_traces_only_the_recipients_its_segment_holds(service_client):
+    """Found from outside: any recipient in the directory read `accepted` (or `scheduled`) for any
+    unfinished campaign, whether its segment held them or not."""
+    Recipient.objects.create(external_id="in-a", attributes={"grp": "A"})
+    Recipient.objects.create(external_id="in-c", attributes={"grp": "C"})
+    campaign = CampaignFactory(status=CampaignStatus.DISPATCHED,
+                               segment={"type": "ATTRIBUTE", "attribute": "grp", "op": "eq", "value": "A"})
+    assert _trace(service_client, f"{campaign.id}:in-a")["status"] == "accepted"
+    assert service_client.get(URL.format(f"{campaign.id}:in-c")).status_code == 404
+    held = CampaignFactory(status=CampaignStatus.SCHEDULED, segment={"type": "USER_IDS", "ids": ["in-c"]})
+    assert _trace(service_client, f"{held.id}:in-c")["status"] == "scheduled"
+    assert service_client.get(URL.format(f"{held.id}:in-a")).status_code == 404
+
+
 def test_a_campaign_task_skipped_because_the_recipient_was_deleted(service_client):
     campaign = CampaignFactory(status=CampaignStatus.DISPATCHED)
     services.deliveries_settle(tasks=[NotificationTask(notification_id=f"{campaign.id}:gone", recipient="gone",

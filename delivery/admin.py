@@ -96,7 +96,10 @@ class ScheduledItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Cancel selected held notifications, campaigns and waiting sends")
     def cancel_items(self, request, queryset):
-        counts = services.scheduled_items_cancel(ids=list(queryset.values_list("id", flat=True)))
+        ids = list(queryset.values_list("id", flat=True))
+        counts = services.scheduled_items_cancel(ids=ids)
+        # Selected on the page but gone since (released, or done): left too (found from outside).
+        counts.left += max(0, len(set(request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))) - len(ids))
         self.message_user(request, f"{counts.notifications} held notification(s), {counts.sends} send(s) and "
                                    f"{counts.campaigns} campaign(s) cancelled.")
         if counts.left:

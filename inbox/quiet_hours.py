@@ -27,9 +27,14 @@ _HH_MM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 TIMEZONE_MAX_LENGTH = 64
 
 
+# Files of the tz database's directory that are not zones of its own: "localtime" is a link to the
+# host's zone (found from outside: accepted, each host would read it otherwise), "posixrules" a rule file.
+_NOT_ZONES = frozenset({"localtime", "posixrules"})
+
+
 @functools.cache
 def _iana_names() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
 
 
 def timezone_valid(name: object) -> bool:

@@ -75,7 +75,7 @@ class DigestInput(serializers.Serializer):
 
 
 class EscalationInput(serializers.Serializer):
-    after_seconds = serializers.IntegerField(
+    after_seconds = StrictIntegerField(
         min_value=ESCALATE_AFTER_MIN_SECONDS, max_value=ESCALATE_AFTER_MAX_SECONDS,
         help_text="How long after it lands in the inbox: 1 s to 30 days.")
     channels = serializers.ListField(
@@ -85,6 +85,9 @@ class EscalationInput(serializers.Serializer):
                                  help_text="Not sent if by then the notification was read (default) or seen.")
 
     def to_internal_value(self, data):
+        if isinstance(data, dict) and (unknown := sorted(set(data) - {"after_seconds", "channels", "unless"})):
+            raise serializers.ValidationError({"non_field_errors": [
+                f"Unknown keys {unknown}; valid keys: after_seconds, channels, unless."]})
         value = super().to_internal_value(data)
         return EscalationSpec(after_seconds=value["after_seconds"], channels=tuple(dict.fromkeys(value["channels"])),
                               unless=value["unless"])

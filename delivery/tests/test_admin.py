@@ -136,6 +136,18 @@ def test_held_notifications_and_waiting_sends_are_listed_and_cancelled_digests_a
     assert service_client.delete(f"/api/v1/notifications/{accepted.json()['id']}/").status_code == 204
 
 
+def test_an_item_gone_since_the_page_was_loaded_is_said_left(staff_client):
+    from core.factories import ScheduledItemFactory
+
+    gone = ScheduledItemFactory()
+    selected = [gone.id]
+    ScheduledItem.objects.filter(id=gone.id).delete()  # released and done meanwhile
+    kept = ScheduledItemFactory(kind="digest.close", key="digest:9", payload={"window": 9})
+    response = staff_client.post("/admin/core/scheduleditem/", {"action": "cancel_items",
+                                                                "_selected_action": [*selected, kept.id]}, follow=True)
+    assert "2 item(s) left" in response.content.decode()
+
+
 def test_a_send_released_between_reading_and_cancelling_it_is_not_cancelled():
     from datetime import timedelta
 

@@ -67,7 +67,8 @@ def test_a_time_zone_is_set_by_the_upsert_and_by_patch(service_client):
     assert service_client.get("/api/v1/recipients/tz/").json()["timezone"] == ""
 
 
-@pytest.mark.parametrize("value", ["Mars/Olympus", "europe/berlin", "+02:00", "CEST", "../../../etc/passwd",
+@pytest.mark.parametrize("value", ["Mars/Olympus", "europe/berlin", "+02:00", "CEST", "../../../etc/passwd", "localtime",
+                                   "posixrules",
                                    "Europe/Berlin/", "x" * 65, 1, None, ["UTC"]])
 def test_a_time_zone_that_is_not_iana_is_a_400(service_client, value):
     answer = service_client.post("/api/v1/recipients/", {"id": "bad", "timezone": value}, format="json")
@@ -100,6 +101,9 @@ def test_an_escalation_is_carried_by_the_task(service_client):
     ({"after_seconds": 30 * 86400 + 1, "channels": ["email"]}, "after_seconds"),
     ({"after_seconds": 10**30, "channels": ["email"]}, None),  # beyond 64 bits: refused at the door
     ({"after_seconds": "soon", "channels": ["email"]}, "after_seconds"),
+    ({"after_seconds": "3", "channels": ["email"]}, "after_seconds"),  # (found from outside: strings and
+    ({"after_seconds": 3.0, "channels": ["email"]}, "after_seconds"),  # floats were taken, unknown keys
+    ({"after_seconds": 3, "channels": ["email"], "extra": 1}, "non_field_errors"),  # ignored)
     ({"after_seconds": 60, "channels": []}, "channels"),
     ({"after_seconds": 60, "channels": ["sms"]}, "channels"),
     ({"after_seconds": 60, "channels": ["in_app"]}, "channels"),

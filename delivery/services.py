@@ -758,7 +758,11 @@ def scheduled_items_cancel(*, ids: Sequence[int]) -> CancelCounts:
         elif item.kind == campaign_services.RELEASE and (campaign := campaign_selectors.campaign_of_part(
                 payload=item.payload)) is not None:
             if campaign.pk not in campaigns_cancelled:
-                campaign_services.campaign_cancel(campaign=campaign)
+                try:
+                    campaign_services.campaign_cancel(campaign=campaign)
+                except campaign_services.CampaignConflict:  # it completed meanwhile
+                    counts.left += 1
+                    continue
                 campaigns_cancelled.add(campaign.pk)
                 counts.campaigns += 1
         else:
@@ -772,8 +776,9 @@ def _channel_send_cancel(*, item: ScheduledItem) -> bool:
         as_read = ScheduledItem.objects.filter(id=item.id, kind=SEND, releases=item.releases, due_at=item.due_at)
         if not as_read.delete()[0]:
             return False
+        delivery_id = item.payload.get("channel_delivery") if isinstance(item.payload, dict) else None
         ChannelDelivery.objects.filter(
-            id=item.payload.get("channel_delivery"),
+            id=delivery_id if type(delivery_id) is int else None,
             status__in=(ChannelDeliveryStatus.PENDING, ChannelDeliveryStatus.RETRYING),
         ).update(status=ChannelDeliveryStatus.SKIPPED, last_error=CANCELLED, updated_at=timezone.now())
     return True

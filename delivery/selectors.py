@@ -16,6 +16,7 @@ from core import topics
 from core.messages import SCHEMA_VERSION, NotificationTask
 from core.models import DeadLetter, OutboxEvent, ScheduledItem
 from delivery.models import ChannelDelivery, ChannelDeliveryStatus, Delivery, DeliveryOutcome, DigestEvent
+from delivery.routing import CAMPAIGN_CANCELLED
 from delivery.services import CANCELLED, SEND, send_key
 from inbox import services as inbox_services
 from inbox.models import Notification
@@ -28,7 +29,7 @@ class TraceStatus:
     SKIPPED = "skipped"  # settled without delivery: `reason` says why (opted out, recipient deleted, ...)
     DEAD_LETTERED = "dead_lettered"  # settled as failed, or a channel ended in a dead letter
     DIGESTED = "digested"  # folded into a digest: `reason` names the digest's id (trace that one next)
-    CANCELLED = "cancelled"  # held until its send_at, and cancelled then (DELETE): never delivered
+    CANCELLED = "cancelled"  # held until its send_at and cancelled then (DELETE), or its campaign cancelled first
 
     ALL = (ACCEPTED, SCHEDULED, DELIVERED, SKIPPED, DEAD_LETTERED, DIGESTED, CANCELLED)
 
@@ -148,11 +149,15 @@ def notification_trace(*, notification_id: str) -> NotificationTrace | None:
     if match := _CAMPAIGN_TASK_ID.fullmatch(notification_id):
         campaign_id, recipient = int(match[1]), match[2]
         if campaign_id < 2**63:
-            campaign = Campaign.objects.filter(id=campaign_id,
-                                               status__in=(CampaignStatus.SCHEDULED, *_CAMPAIGN_ACCEPTED)).first()
+            campaign = Campaign.objects.filter(id=campaign_id, status__in=(
+                CampaignStatus.SCHEDULED, *_CAMPAIGN_ACCEPTED, CampaignStatus.CANCELLED)).first()
             if campaign is not None and campaign_selectors.campaign_targets(campaign=campaign, external_id=recipient):
-                held = campaign.status == CampaignStatus.SCHEDULED  # (no zone of it released yet)
-                trace.status = TraceStatus.SCHEDULED if held else TraceStatus.ACCEPTED
+                if campaign.status == CampaignStatus.CANCELLED:  # cancelled before it reached this recipient
+                    trace.status, trace.reason = TraceStatus.CANCELLED, CAMPAIGN_CANCELLED.reason
+                elif campaign.status == CampaignStatus.SCHEDULED:  # (no zone of it released yet)
+                    trace.status = TraceStatus.SCHEDULED
+                else:
+                    trace.status = TraceStatus.ACCEPTED
                 trace.recipient, trace.campaign_id = recipient, campaign_id
                 trace.accepted_at = campaign.created_at
                 return trace

@@ -76,7 +76,7 @@ broker_probe = BrokerProbe()
 
 def system_figures() -> dict:
     """Outbox backlog, dead letters waiting by reason, campaigns in flight: read from the database."""
-    in_flight = (CampaignStatus.QUEUED, CampaignStatus.DISPATCHING, CampaignStatus.DISPATCHED)
+    in_flight = (CampaignStatus.SCHEDULED, CampaignStatus.QUEUED, CampaignStatus.DISPATCHING, CampaignStatus.DISPATCHED)
     return {
         "outbox_backlog": OutboxEvent.objects.pending().count(),
         "dead_letters": dict(

@@ -177,8 +177,11 @@ def test_a_campaign_recipient_is_found_by_campaign_and_recipient_id(service_clie
     completed = CampaignFactory(status=CampaignStatus.COMPLETED)
     assert service_client.get(URL.format(f"{completed.id}:用户1")).status_code == 404
     assert service_client.get(URL.format(f"{completed.id + 1000}:用户1")).status_code == 404
+    # Cancelled before it reached the recipient: it says so (found from outside: a 404).
     cancelled = CampaignFactory(status=CampaignStatus.CANCELLED)
-    assert service_client.get(URL.format(f"{cancelled.id}:用户1")).status_code == 404
+    trace = _trace(service_client, f"{cancelled.id}:用户1")
+    assert (trace["status"], trace["reason"], trace["campaign_id"]) == ("cancelled", "campaign cancelled", cancelled.id)
+    assert service_client.get(URL.format(f"{cancelled.id}:stranger")).status_code == 404
 
 
 def test_a_running_campaign_traces_only_the_recipients_its_segment_holds(service_client):

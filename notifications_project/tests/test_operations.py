@@ -99,11 +99,13 @@ def test_metrics_needs_the_metrics_token(anonymous_client, service_client, setti
     OutboxEventFactory()
     DeadLetterFactory(invalid_payload=True)
     CampaignFactory(status=CampaignStatus.DISPATCHING)
+    CampaignFactory(status=CampaignStatus.SCHEDULED)  # held until its send_at: not completed either
+    CampaignFactory(status=CampaignStatus.COMPLETED)
     body = anonymous_client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").content.decode()
 
     assert "notifications_outbox_backlog 1.0" in body
     assert 'notifications_dead_letters_waiting{reason="invalid payload"} 1.0' in body
-    assert "notifications_campaigns_in_flight 1.0" in body
+    assert "notifications_campaigns_in_flight 2.0" in body
 
 
 def _scrape(port: int) -> str:

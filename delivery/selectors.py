@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
+from django.db import connection, transaction
 from django.db.models import BinaryField, CharField, Exists, OuterRef, Value
 from django.db.models.functions import Concat, Substr
 
@@ -84,6 +85,19 @@ class NotificationTrace:
 
 
 def notification_trace(*, notification_id: str) -> NotificationTrace | None:
+    """What became of one notification (`_trace`), read from one snapshot of the database: its reads
+    are several statements, and a worker committing between two of them made a notification read as
+    settled with no channels (the ledger read before the commit, the inbox row after: found in CI, a
+    webhook still retrying traced `delivered`). Inside a caller's transaction, that transaction's."""
+    if connection.in_atomic_block or connection.vendor != "postgresql":
+        return _trace(notification_id)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return _trace(notification_id)
+
+
+def _trace(notification_id: str) -> NotificationTrace | None:
     """What became of one notification, from every place that holds a part of it; None if none does.
 
     Settled (the ledger, `Delivery`, holds the id; a held notification cancelled is there too, `cancelled`; or, for a campaign recipient reached in-app only,

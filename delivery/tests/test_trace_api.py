@@ -292,3 +292,36 @@ def test_a_full_trace_matches_the_documented_schema(service_client, hooked):
     jsonschema.validate({**trace, "in_app": None, "campaign_id": 7, "settled_at": None}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**trace, "status": "lost"}, schema)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_trace_reads_one_snapshot_while_a_worker_commits_between_its_reads():
+    """Found in CI: the ledger was read before a worker's commit and the inbox row after it, so a
+    notification whose webhook was still to be sent traced `delivered` with no channels."""
+    import threading
+
+    from django.db import connection
+
+    from delivery.selectors import notification_trace
+
+    Recipient.objects.create(external_id="racer", push_endpoint="https://hooks.example.com/racer")
+    task = NotificationTask(notification_id="race-1", recipient="racer", kind="like", sender="s", message="hi",
+                            created_at="2026-11-22T06:00:00+00:00")
+    ledger = services.Delivery._meta.db_table
+    fired = []
+
+    def commit_after_the_ledger_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not fired and ledger in sql and sql.lstrip().upper().startswith("SELECT"):
+            fired.append(sql)
+            worker = threading.Thread(target=lambda: (services.deliveries_settle(tasks=[task]), connection.close()))
+            worker.start()
+            worker.join()
+        return result
+
+    with connection.execute_wrapper(commit_after_the_ledger_read):
+        trace = notification_trace(notification_id="race-1")
+    assert fired  # the worker committed between the trace's reads
+    assert trace is None or trace.status != "delivered"  # what the snapshot held: nothing settled yet
+    after = notification_trace(notification_id="race-1")
+    assert after.status == "scheduled" and [c.status for c in after.channels] == ["pending"]
